@@ -1,0 +1,147 @@
+"""The ``orbitseg`` command line.
+
+Every subcommand calls the same core functions as the Slicer module and batch mode. Errors print
+one line on stderr and exit with a non-zero status (1 for input problems, 130 for Ctrl-C).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, structures
+from .errors import OrbitSegError
+
+log = logging.getLogger("orbitseg")
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+
+    def show(fraction: float, message: str) -> None:
+        print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="sv-net", help="model name (sv-net, seq-unet, or a trained one) or .pt path")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"],
+                        help="auto uses a CUDA GPU when present and says so when it falls back to the CPU")
+    parser.add_argument("--overlap", type=float, default=0.5, help="SV-Net sliding-window overlap along z (0..1)")
+    parser.add_argument("--step", type=int, default=None,
+                        help="SV-Net window step in slices (1 = the paper's protocol; overrides --overlap)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows (SV-Net) or slice triplets (SEQ-UNET) per pass")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all available)")
+
+
+def _inference_options(args):
+    from .inference import InferenceOptions, configure_threads
+    configure_threads(args.threads)
+    return InferenceOptions(overlap=args.overlap, step=args.step, batch_size=args.batch_size)
+
+
+def cmd_segment(args) -> int:
+    from .pipeline import run_segmentation
+    from .sample import sample_case
+    from .tables import format_volume_table
+
+    if args.sample == (args.ct is not None):
+        raise OrbitSegError("give either a CT path or --sample")
+    ct, reference = (args.ct, args.reference)
+    if args.sample:
+        case = sample_case()
+        ct, reference = case["image"], reference or case["reference"]
+        print(f"Bundled sample case: {ct}", file=sys.stderr)
+    result = run_segmentation(ct, args.out, args.model, reference_path=reference, start_slice=args.start,
+                              end_slice=args.end, side=args.side, device=args.device,
+                              options=_inference_options(args), progress=_progress_printer(args.quiet))
+    print(f"Device: {result.device_note}", file=sys.stderr)
+    print(f"Slices {result.voi.start_slice}..{result.voi.end_slice}; outputs in {args.out}", file=sys.stderr)
+    print(format_volume_table(result.rows))
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import write_dataset
+    from tqdm import tqdm
+
+    with tqdm(total=args.cases, desc="phantom cases", unit="case", disable=args.quiet) as bar:
+        studies = write_dataset(args.out, args.cases, args.seed, small=args.small,
+                                progress=lambda done, total: bar.update(done - bar.n))
+    print(f"Wrote {args.cases} cases and the study list {studies}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .model_store import available_models, model_dirs
+    from .models.checkpoint import read_card
+
+    models = available_models()
+    if not models:
+        print("No models found in: " + ", ".join(str(d) for d in model_dirs()))
+        return 0
+    for name, path in models.items():
+        try:
+            card = read_card(path)
+            print(f"{name:<16}{card.architecture:<10}{path}")
+            print(f"{'':<16}{card.summary()}")
+        except OrbitSegError as exc:
+            print(f"{name:<16}unusable: {exc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orbitseg", description=(
+        "Segment the rectus muscles, optic nerve and globe of both eyes on orbital CT and measure their volumes."))
+    parser.add_argument("--version", action="version", version=f"orbitseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment one CT", description=(
+        "Segment one CT (NIfTI, NRRD, MHA or a DICOM folder) and write segmentation.seg.nrrd, labels.nii.gz, "
+        "volumes.csv (and agreement.csv with --reference) into --out."))
+    segment.add_argument("ct", nargs="?", help="CT file or DICOM series folder")
+    segment.add_argument("--sample", action="store_true", help="use the bundled sample case (and its reference)")
+    segment.add_argument("--out", required=True, help="output folder")
+    segment.add_argument("--start", type=int, default=None, help="first axial slice (0-based index); default: automatic")
+    segment.add_argument("--end", type=int, default=None, help="last axial slice (0-based, inclusive); default: automatic")
+    segment.add_argument("--side", default="both", choices=["both", "right", "left"], help="right = OD, left = OS")
+    segment.add_argument("--reference", default=None,
+                         help="reference .seg.nrrd (segments matched by name or terminology) or labelmap")
+    segment.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _add_inference_options(segment)
+    segment.set_defaults(func=cmd_segment)
+
+    phantom = commands.add_parser("phantom", help="generate synthetic orbital CT cases with ground truth")
+    phantom.add_argument("--out", required=True, help="output folder")
+    phantom.add_argument("--cases", type=int, default=10, help="number of cases")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed (cases are deterministic per seed and index)")
+    phantom.add_argument("--small", action="store_true", help="small low-resolution cases (for quick tests)")
+    phantom.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    phantom.set_defaults(func=cmd_phantom)
+
+    models = commands.add_parser("models", help="list the models OrbitSeg can find, with their cards")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except OrbitSegError as exc:
+        print(f"orbitseg: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("orbitseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The one segmentation pipeline behind the Slicer module, the command line and batch mode.
+
+:func:`segment_image` works in memory (a CT image in, a labelmap on the CT's grid and volume rows
+out); :func:`run_segmentation` adds reading the CT (and reference) and writing the outputs:
+
+- ``DIR/segmentation.seg.nrrd``: one segment per side and structure, on the CT's voxel grid;
+- ``DIR/labels.nii.gz``: the same as a labelmap (OrbitSeg label values);
+- ``DIR/volumes.csv``: one row per side and structure (plus reference volume and overlap metrics);
+- ``DIR/agreement.csv``: volume agreement per structure, when a reference was given;
+- ``DIR/run.json``: model, device, VOI and timings of the run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import __version__, structures
+from .errors import CancelledError
+from .imageio import atomic_path, image_like, read_image
+from .inference import InferenceOptions
+from .metrics import compare_labelmaps, volumes_cm3
+from .model_store import DEFAULT_MODEL, LoadedModel, load_model
+from .postprocess import clean_classes, scores_to_classes
+from .preprocess import image_to_grid, model_grid, scores_to_crop
+from .segio import read_reference, write_labelmap, write_seg_nrrd
+from .tables import AGREEMENT_COLUMNS, REFERENCE_COLUMNS, VOLUME_COLUMNS, agreement_rows, volume_rows, write_csv
+from .voi import VOI, crop, paste, suggest_voi, validate_voi
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+"""``progress(fraction 0..1, stage message)``."""
+
+
+@dataclass
+class SegmentationResult:
+    """Everything one run produced.
+
+    ``labelmap``: uint8 image on the input CT's exact grid (OrbitSeg label values);
+    ``rows``: volume rows (see :func:`tables.volume_rows`); ``timings``: seconds per stage.
+    """
+
+    labelmap: sitk.Image
+    sides: tuple[str, ...]
+    voi: VOI
+    rows: list[dict]
+    model_name: str
+    model_card: dict
+    device_note: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.rows) and "iou" in self.rows[0]
+
+
+class _Stages:
+    """Accumulates seconds per named stage and reports progress."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: Callable[[], bool] | None):
+        self.timings: dict[str, float] = {}
+        self._progress = progress
+        self._cancel = cancel
+
+    @contextmanager
+    def stage(self, name: str, fraction: float, message: str):
+        if self._cancel is not None and self._cancel():
+            raise CancelledError("segmentation cancelled")
+        if self._progress is not None:
+            self._progress(fraction, message)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DEFAULT_MODEL, *,
+                  voi: VOI | None = None, start_slice: int | None = None, end_slice: int | None = None,
+                  side: str = "both", reference: sitk.Image | None = None, device: str = "auto",
+                  options: InferenceOptions = InferenceOptions(), progress: ProgressFn | None = None,
+                  cancel: Callable[[], bool] | None = None) -> SegmentationResult:
+    """Segment both (or one) orbits of a CT image.
+
+    ``voi`` defaults to :func:`voi.suggest_voi`; ``start_slice``/``end_slice`` (0-based, inclusive)
+    override its axial range. ``model`` is a loaded model or a name/path (loaded on ``device``).
+    With ``reference`` (a labelmap on the same grid) the rows carry overlap metrics. ``cancel`` is
+    polled between steps and raises :class:`CancelledError`.
+    """
+    stages = _Stages(progress, cancel)
+    sides = structures.sides_for(side)
+    if not isinstance(model, LoadedModel):
+        with stages.stage("load model", 0.0, "Loading the model"):
+            model = load_model(model, device, options)
+    card = model.card
+    with stages.stage("voi", 0.05, "Finding the orbits"):
+        if voi is None:
+            voi = suggest_voi(image)
+        voi = validate_voi(image, voi.with_slices(start_slice, end_slice), sides)
+    full = np.zeros(image.GetSize()[::-1], dtype=np.uint8)
+    for n, eye in enumerate(sides):
+        share = 0.1 + 0.8 * n / len(sides)
+        label = f"{eye} eye ({structures.SIDE_ABBREVIATION[eye]})"
+        lo, hi = voi.eye_box(eye)
+        with stages.stage("resample", share, f"Preparing the {label}"):
+            region = crop(image, lo, hi)
+            grid = model_grid(region, eye, card.spacing, card.size_multiple, card.inplane_size)
+            volume = image_to_grid(region, grid, *card.window)
+        with stages.stage("model", share + 0.1 / len(sides), f"Segmenting the {label} with {model.name}"):
+            scores = model.predictor.predict(volume, cancel)
+        with stages.stage("resample", share + 0.6 / len(sides), f"Resampling the {label} to the CT grid"):
+            native = scores_to_crop(scores, grid, region)
+            del scores
+        with stages.stage("postprocess", share + 0.7 / len(sides), f"Cleaning up the {label}"):
+            classes = clean_classes(scores_to_classes(native))
+            del native
+            labels = np.where(classes > 0, classes + np.uint8(structures.SIDE_OFFSET[eye]), 0).astype(np.uint8)
+            paste(full, labels, lo)
+    with stages.stage("measure", 0.95, "Measuring volumes"):
+        labelmap = image_like(full, image)
+        comparison = compare_labelmaps(labelmap, reference, sides) if reference is not None else None
+        rows = volume_rows(volumes_cm3(labelmap), sides, comparison)
+    if progress is not None:
+        progress(1.0, "Done")
+    return SegmentationResult(labelmap, sides, voi, rows, model.name, card.to_dict(), model.device.note,
+                              stages.timings)
+
+
+def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source: str = "") -> dict[str, Path]:
+    """Write a result's files into ``out_dir`` (each atomically); returns name → path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "segmentation": write_seg_nrrd(result.labelmap, out / "segmentation.seg.nrrd", result.sides),
+        "labels": write_labelmap(result.labelmap, out / "labels.nii.gz"),
+    }
+    columns = VOLUME_COLUMNS + (REFERENCE_COLUMNS if result.has_reference else ())
+    paths["volumes"] = write_csv(result.rows, out / "volumes.csv", columns)
+    if result.has_reference:
+        paths["agreement"] = write_csv(agreement_rows(result.rows), out / "agreement.csv", AGREEMENT_COLUMNS)
+    run = {"orbitseg_version": __version__, "source": source, "model": result.model_name,
+           "model_card": result.model_card, "device": result.device_note, "sides": list(result.sides),
+           "voi": result.voi.to_dict(), "timings_s": {k: round(v, 4) for k, v in result.timings.items()}}
+    with atomic_path(out / "run.json") as tmp:
+        tmp.write_text(json.dumps(run, indent=2, default=str))
+    paths["run"] = out / "run.json"
+    return paths
+
+
+def run_segmentation(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
+                     model: LoadedModel | str | os.PathLike = DEFAULT_MODEL, *,
+                     reference_path: str | os.PathLike | None = None, voi: VOI | None = None,
+                     start_slice: int | None = None, end_slice: int | None = None, side: str = "both",
+                     device: str = "auto", options: InferenceOptions = InferenceOptions(),
+                     progress: ProgressFn | None = None,
+                     cancel: Callable[[], bool] | None = None) -> SegmentationResult:
+    """Read a CT (and optional reference), segment it, and write the outputs into ``out_dir``."""
+    start = time.perf_counter()
+    if progress is not None:
+        progress(0.0, "Reading the CT")
+    image = read_image(ct_path)
+    reference = read_reference(reference_path) if reference_path else None
+    read_time = time.perf_counter() - start
+    result = segment_image(image, model, voi=voi, start_slice=start_slice, end_slice=end_slice, side=side,
+                           reference=reference, device=device, options=options, progress=progress, cancel=cancel)
+    result.timings = {"read": read_time, **result.timings}
+    start = time.perf_counter()
+    result.timings["write"] = 0.0
+    write_outputs(result, out_dir, source=str(ct_path))
+    result.timings["write"] = time.perf_counter() - start
+    return result

@@ -1,0 +1,90 @@
+"""Windowing and the model grid: resampling to the model's spacing and back, mirroring the left eye."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import ROTATIONS, make_image, physical_grid
+from OrbitSegLib import preprocess as P
+
+
+def test_window_clips_and_scales():
+    hu = np.array([-1000, -152, 48, 248, 3000], dtype=np.int16)
+    out = P.window(hu)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(P.window(np.array([0.0]), level=0, width=100), [0.5])
+    with pytest.raises(ValueError):
+        P.window(hu, width=0)
+
+
+def _blob_crop(direction, spacing=(0.3, 0.3, 2.5)):
+    """A crop with a 5 mm sphere of 100 HU at LPS (−30, 10, 4) in -100 HU fat."""
+    image = make_image(np.zeros((14, 120, 110), np.int16), spacing, (-45.0, -8.0, -12.0), direction)
+    # centre the grid on the blob whatever the direction
+    centre = np.array([-30.0, 10.0, 4.0])
+    extent = (np.array(image.GetSize()) - 1) * np.array(spacing)
+    image.SetOrigin(tuple(centre - np.asarray(direction) @ (extent / 2)))
+    xyz = physical_grid(image)
+    hu = np.where(((xyz - centre) ** 2).sum(-1) < 5.0 ** 2, 100, -100).astype(np.int16)
+    return make_image(hu, spacing, image.GetOrigin(), direction), centre
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("orientation", list(ROTATIONS))
+def test_model_grid_is_axis_aligned_mirrored_and_keeps_positions(orientation, side):
+    crop, centre = _blob_crop(ROTATIONS[orientation])
+    grid = P.model_grid(crop, side, (0.5, 0.5, 1.0), multiple=8)
+    assert all(n % 8 == 0 for n in grid.GetSize())
+    expected_direction = np.diag([-1.0 if side == "left" else 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(np.array(grid.GetDirection()).reshape(3, 3), expected_direction)
+    volume = P.image_to_grid(crop, grid, 48, 400)
+    assert volume.dtype == np.float32 and volume.shape == grid.GetSize()[::-1]
+    # the blob's centroid in the model grid is at the same physical point
+    weights = np.clip(volume - volume.min(), 0, None) * (volume > 0.4)
+    zyx = np.array(np.nonzero(weights)).T
+    centroid_index = (zyx * weights[weights > 0][:, None]).sum(0) / weights[weights > 0].sum()
+    point = grid.TransformContinuousIndexToPhysicalPoint(centroid_index[::-1].tolist())
+    np.testing.assert_allclose(point, centre, atol=0.6)
+
+
+def test_left_eye_is_mirrored_in_the_array():
+    """A structure lateral of the left eye lands at small x in the array, as for the right eye."""
+    image = make_image(np.zeros((10, 40, 40), np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    array = sitk.GetArrayFromImage(image)
+    array[:, :, 35:] = 200  # large LPS x = patient left = lateral for the left eye
+    image = make_image(array, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    left = P.image_to_grid(image, P.model_grid(image, "left", (1.0, 1.0, 1.0)), 48, 400)
+    right = P.image_to_grid(image, P.model_grid(image, "right", (1.0, 1.0, 1.0)), 48, 400)
+    assert left[:, :, :5].mean() > 0.85 and left[:, :, 5:].max() < 0.5
+    assert right[:, :, 35:].mean() > 0.85
+
+
+@pytest.mark.parametrize("orientation", list(ROTATIONS))
+def test_scores_go_back_onto_the_crop_grid(orientation):
+    crop, centre = _blob_crop(ROTATIONS[orientation])
+    grid = P.model_grid(crop, "right", (0.5, 0.5, 1.0), multiple=8)
+    volume = P.image_to_grid(crop, grid, 48, 400)
+    scores = np.stack([1.0 - volume, volume])  # channel 1 = "blob"
+    back = P.scores_to_crop(scores, grid, crop)
+    assert back.shape == (2,) + crop.GetSize()[::-1] and back.dtype == np.float32
+    original = sitk.GetArrayFromImage(crop) > 0
+    recovered = back[1] > back[0]
+    dice = 2 * (original & recovered).sum() / (original.sum() + recovered.sum())
+    assert dice > 0.9
+
+
+def test_fixed_inplane_size_stretches_spacing():
+    crop, _ = _blob_crop(np.eye(3))
+    grid = P.model_grid(crop, "right", (0.5, 0.5, 1.0), multiple=4, inplane_size=(64, 64))
+    assert grid.GetSize()[:2] == (64, 64) and grid.GetSize()[2] % 4 == 0
+
+
+def test_labels_to_grid_nearest_neighbour():
+    labels = np.zeros((10, 20, 20), np.uint8)
+    labels[2:8, 5:15, 5:15] = 4
+    image = make_image(labels, (0.5, 0.5, 1.0))
+    out = P.labels_to_grid(image, P.model_grid(image, "right", (0.25, 0.25, 0.5)))
+    assert set(np.unique(out)) == {0, 4}
+    assert abs(int((out == 4).sum()) * 0.25 * 0.25 * 0.5 - int((labels == 4).sum()) * 0.25) < 0.25 * 0.25 * 0.5 * 2000
