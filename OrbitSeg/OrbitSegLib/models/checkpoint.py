@@ -1,0 +1,260 @@
+"""Checkpoint files with a model card.
+
+A checkpoint is ``torch.save`` of a plain dict, loadable with ``torch.load(..., weights_only=True)``::
+
+    {"format": "orbitseg-checkpoint", "format_version": 1,
+     "card": {...},            # ModelCard as a JSON-compatible dict
+     "state_dict": {...},      # tensors; floating ones float32 or float16 (half=True)
+     "extra": {...}}           # optional caller data (e.g. optimizer state, epoch), tensors and plain types only
+
+The card describes everything needed to use the weights correctly (architecture and its complete
+configuration, label order, head, CT window, model grid) and carries a SHA-256 checksum of the stored
+tensors, verified on load. Any problem with a file is an ``OrbitSegError`` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from OrbitSegLib import __version__ as ORBITSEG_VERSION
+from OrbitSegLib.errors import OrbitSegError
+from OrbitSegLib.imageio import atomic_path
+from OrbitSegLib.models.registry import NAMES, create, model_class
+from OrbitSegLib.structures import STRUCTURE_KEYS
+
+FORMAT = "orbitseg-checkpoint"
+FORMAT_VERSION = 1
+
+BACKGROUND = "background"
+HEAD_LABELS: dict[str, tuple[str, ...]] = {
+    "sigmoid": (BACKGROUND, *STRUCTURE_KEYS),
+    "sigmoid_nobg": STRUCTURE_KEYS,
+}
+"""Label order (class index -> key) of each head type: OrbitSeg's structure order, with or without background."""
+
+
+@dataclass
+class ModelCard:
+    """What a checkpoint's weights are and how to use them (JSON-serialisable).
+
+    Attributes:
+        architecture: registry name (``"sv-net"``, ``"seq-unet"``).
+        config: the model's complete constructor arguments (``model.config``).
+        labels: class index -> structure key; ``"background"`` at 0 when the head has a background channel.
+        head: output head type (``"sigmoid"``: one-hot channels with background, argmax;
+            ``"sigmoid_nobg"``: one sigmoid per structure, background where none exceeds 0.5).
+        window: CT window ``[level, width]`` in HU used for the input intensity scaling.
+        spacing: model grid spacing ``[x, y, z]`` in mm.
+        input_size: model input patch as an array shape: SV-Net ``[z, y, x]``, SEQ-UNET ``[slices, y, x]``.
+        training_data: free-text description of the training data and run.
+        metrics: held-out metrics, e.g. ``{"iou": {"globe": 0.93, ...}}``.
+        description: one line shown in model lists.
+        software: package versions that wrote the file (filled by :func:`save_checkpoint`).
+        created: ISO 8601 creation time (UTC).
+        checksum: SHA-256 of the stored tensors (filled by :func:`save_checkpoint`).
+        format_version: checkpoint format version.
+    """
+
+    architecture: str
+    config: dict
+    labels: list
+    head: str
+    window: list
+    spacing: list
+    input_size: list
+    training_data: str = ""
+    metrics: dict = field(default_factory=dict)
+    description: str = ""
+    software: dict = field(default_factory=dict)
+    created: str = ""
+    checksum: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def structures(self) -> list[str]:
+        """Structure keys of the output channels, background excluded."""
+        return [k for k in self.labels if k != BACKGROUND]
+
+    def to_dict(self) -> dict:
+        """The card as a plain JSON-compatible dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCard:
+        """Inverse of :meth:`to_dict`; ``ValueError`` names missing or unknown fields."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model card is a {type(data).__name__}, not a dict")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - names)
+        if missing or unknown:
+            raise ValueError(f"model card has missing fields {missing} / unknown fields {unknown}")
+        return cls(**data)
+
+
+def software_versions() -> dict:
+    """Versions of python, torch, monai and orbitseg in this environment."""
+    try:
+        monai = importlib.metadata.version("monai")
+    except importlib.metadata.PackageNotFoundError:
+        monai = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "monai": monai,
+            "orbitseg": ORBITSEG_VERSION}
+
+
+def make_card(model: nn.Module, *, window, spacing, input_size, training_data: str = "",
+              metrics: dict | None = None, description: str = "") -> ModelCard:
+    """A card for a registry model: architecture, configuration, head and labels come from the model.
+
+    ``window``: (level, width) HU; ``spacing``: (x, y, z) mm; ``input_size``: patch array shape.
+    """
+    card = ModelCard(architecture=model.name, config=model.config, labels=list(HEAD_LABELS[model.head]),
+                     head=model.head, window=list(window), spacing=list(spacing), input_size=list(input_size),
+                     training_data=training_data, metrics=metrics or {}, description=description,
+                     software=software_versions(),
+                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return ModelCard.from_dict(card.to_dict())
+
+
+def tensors_checksum(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 hex digest over the tensors in key order: name, dtype, shape and raw bytes of each."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def check_card(card: ModelCard, source: str) -> None:
+    """Validate a card's fields (not against weights); ``OrbitSegError`` names ``source`` and the problem."""
+    if card.format_version != FORMAT_VERSION:
+        raise OrbitSegError(f"{source}: unknown checkpoint format version {card.format_version!r} "
+                            f"(this OrbitSeg reads version {FORMAT_VERSION})")
+    if card.architecture not in NAMES:
+        raise OrbitSegError(f"{source}: unknown architecture {card.architecture!r}; valid: {', '.join(NAMES)}")
+    expected_head = model_class(card.architecture).head
+    if card.head != expected_head:
+        raise OrbitSegError(f"{source}: head {card.head!r} does not match {card.architecture} ({expected_head!r})")
+    if list(card.labels) != list(HEAD_LABELS[card.head]):
+        raise OrbitSegError(f"{source}: label order {list(card.labels)} is not OrbitSeg's "
+                            f"{list(HEAD_LABELS[card.head])}")
+    if not isinstance(card.config, dict) or card.config.get("out_channels") != len(card.labels):
+        raise OrbitSegError(f"{source}: configuration out_channels does not match the {len(card.labels)} labels")
+    if len(card.window) != 2 or not card.window[1] > 0:
+        raise OrbitSegError(f"{source}: window {card.window} is not [level, width > 0] in HU")
+    if len(card.spacing) != 3 or not all(s > 0 for s in card.spacing):
+        raise OrbitSegError(f"{source}: spacing {card.spacing} is not three positive mm values (x, y, z)")
+    if len(card.input_size) != 3 or not all(isinstance(s, int) and s > 0 for s in card.input_size):
+        raise OrbitSegError(f"{source}: input_size {card.input_size} is not three positive integers")
+
+
+def _check_model_matches_card(model: nn.Module, card: ModelCard, source: str) -> None:
+    if card.architecture != model.name or card.config != model.config:
+        raise OrbitSegError(f"{source}: card describes {card.architecture} {card.config}, but the model is "
+                            f"{model.name} {model.config}")
+
+
+def save_checkpoint(path, model: nn.Module, card: ModelCard, *, half: bool = False,
+                    extra: dict | None = None) -> ModelCard:
+    """Write ``model``'s weights with ``card`` to ``path`` atomically; returns the stored card.
+
+    The stored card gets the current software versions and the checksum of the stored tensors.
+    ``half``: store floating tensors as float16 (half the size; loaded back as float32); values outside
+    float16's range are an error. ``extra``: optional dict of tensors and plain Python values (e.g. an
+    optimizer state) returned by :func:`read_extra`.
+    """
+    path = Path(path)
+    check_card(card, str(path))
+    _check_model_matches_card(model, card, str(path))
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point():
+            tensor = tensor.to(torch.float16)
+            if not torch.isfinite(tensor).all():
+                raise OrbitSegError(f"{path}: weight {key} does not fit float16; save with half=False")
+        state[key] = tensor.clone()
+    stored = dataclasses.replace(card, software=software_versions(), checksum=tensors_checksum(state))
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "card": stored.to_dict(),
+               "state_dict": state, "extra": extra or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return stored
+
+
+def _read(path, mmap: bool) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise OrbitSegError(f"model file {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OrbitSegError(f"{path} is not a readable OrbitSeg checkpoint ({reason[:200]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise OrbitSegError(f"{path} is not an OrbitSeg checkpoint (no {FORMAT!r} header)")
+    if "card" not in data:
+        raise OrbitSegError(f"{path} has no model card")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise OrbitSegError(f"{path}: unknown checkpoint format version {data.get('format_version')!r} "
+                            f"(this OrbitSeg reads version {FORMAT_VERSION})")
+    return data
+
+
+def _card_of(data: dict, path) -> ModelCard:
+    try:
+        card = ModelCard.from_dict(data["card"])
+    except (TypeError, ValueError) as exc:
+        raise OrbitSegError(f"{path}: invalid model card ({exc})") from None
+    check_card(card, str(path))
+    return card
+
+
+def read_card(path) -> ModelCard:
+    """The validated card of a checkpoint, without building the model (tensors are memory-mapped, not read)."""
+    return _card_of(_read(path, mmap=True), path)
+
+
+def read_extra(path) -> dict:
+    """The ``extra`` dict stored with a checkpoint (e.g. optimizer state for resuming training)."""
+    return _read(path, mmap=False).get("extra", {})
+
+
+def load_checkpoint(path, device="cpu") -> tuple[nn.Module, ModelCard]:
+    """Build the model a checkpoint describes, load and verify its weights; returns ``(model, card)``.
+
+    The model is float32, in eval mode, on ``device``. Missing or invalid cards, unknown format
+    versions, checksum mismatches and configurations that do not fit the weights raise ``OrbitSegError``.
+    """
+    data = _read(path, mmap=False)
+    card = _card_of(data, path)
+    state = data.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise OrbitSegError(f"{path}: no weights (state_dict) in the checkpoint")
+    if tensors_checksum(state) != card.checksum:
+        raise OrbitSegError(f"{path}: checksum mismatch; the weights are damaged or were changed after saving")
+    try:
+        model = create(card.architecture, **card.config)
+    except OrbitSegError as exc:
+        raise OrbitSegError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise OrbitSegError(f"{path}: invalid {card.architecture} configuration in the card ({exc})") from None
+    state = {k: t.float() if t.is_floating_point() else t for k, t in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise OrbitSegError(f"{path}: the card's {card.architecture} configuration does not fit the weights "
+                            f"({detail[:300]})") from None
+    return model.to(device).eval(), card
