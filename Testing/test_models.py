@@ -189,8 +189,8 @@ def _trained_like(name: str, config: dict, shape) -> nn.Module:
 
 
 def _card(model, **kw):
-    return models.make_card(model, window=(48, 400), spacing=(0.5, 0.5, 0.5), input_size=(16, 16, 16),
-                            training_data="unit test", metrics={"dice": {"globe": 0.9}}, **kw)
+    return models.make_card(model, window=(48, 400), spacing=(0.5, 0.4, 0.5), input_size=(24, 16, 3),
+                            training_data="unit test", metrics={"dice": {"globe": 0.9}, "mean_iou": 0.81}, **kw)
 
 
 @pytest.mark.parametrize("name, config, shape", [
@@ -205,7 +205,10 @@ def test_checkpoint_round_trip_with_card(tmp_path, name, config, shape):
 
     loaded, card = models.load_checkpoint(path)
     assert card == stored and card == models.read_card(path)
-    assert card.architecture == name and card.window == [48, 400] and card.metrics == {"dice": {"globe": 0.9}}
+    assert card.architecture == name and card.window == [48, 400] and card.metrics["dice"] == {"globe": 0.9}
+    assert card.patch_depth == 3 and card.inplane_size is None and card.size_multiple == model.size_multiple
+    assert card.summary().startswith(f"{name}; 0.5×0.4×0.5 mm grid, patch 24×16×3; window 48/400 HU; created 20")
+    assert card.summary().endswith("; mean_iou 0.81")
     expected_labels = (["background"] if model.head == "sigmoid" else []) + list(STRUCTURE_KEYS)
     assert card.labels == expected_labels and card.structures == list(STRUCTURE_KEYS)
     assert not loaded.training and type(loaded) is type(model)
@@ -279,7 +282,10 @@ def test_missing_card_and_foreign_files_are_errors(saved, tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["config"].update(widths=[4, 8, 32]), "configuration does not fit the weights"),
     (lambda c: c["config"].update(encoder_convs=[1, 2, 3]), "configuration does not fit the weights"),
-    (lambda c: c["config"].update(depth=3), "unknown sv-net configuration key"),
+    (lambda c: c["config"].update(depth=3), "sv-net configuration keys .*depth"),
+    (lambda c: c["config"].pop("residual"), "sv-net configuration keys"),
+    (lambda c: c["config"].update(out_channels=6), "out_channels does not match the 7 labels"),
+    (lambda c: c.update(input_size=[10, 16, 16]), "in-plane is not a multiple of 4"),
     (lambda c: c.update(labels=c["labels"][::-1]), "label order .* is not OrbitSeg's"),
     (lambda c: c.update(architecture="unet"), "unknown architecture 'unet'"),
     (lambda c: c.update(head="softmax"), "head 'softmax' does not match sv-net"),
@@ -291,6 +297,15 @@ def test_mismatched_cards_are_errors_naming_the_file(saved, change, message):
     _rewrite(saved, lambda d: change(d["card"]))
     with pytest.raises(OrbitSegError, match=f"{saved}.*{message}"):
         models.load_checkpoint(saved)
+
+
+def test_fixed_inplane_size_card(tmp_path):
+    model = models.create("seq-unet", **TINY_SEQ_UNET)
+    card = models.make_card(model, window=(48, 400), spacing=(0.5, 0.5, 0.5), input_size=(64, 64, 3),
+                            fixed_inplane_size=True)
+    models.save_checkpoint(tmp_path / "paper-like.pt", model, card)
+    loaded = models.read_card(tmp_path / "paper-like.pt")
+    assert loaded.inplane_size == (64, 64) and loaded.size_multiple == 8 and loaded.patch_depth == 3
 
 
 def test_save_refuses_a_card_that_does_not_describe_the_model(tmp_path):

@@ -28,7 +28,7 @@ from torch import nn
 from OrbitSegLib import __version__ as ORBITSEG_VERSION
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import atomic_path
-from OrbitSegLib.models.registry import NAMES, create, model_class
+from OrbitSegLib.models.registry import NAMES, create, model_class, preset_config
 from OrbitSegLib.structures import STRUCTURE_KEYS
 
 FORMAT = "orbitseg-checkpoint"
@@ -54,7 +54,11 @@ class ModelCard:
             ``"sigmoid_nobg"``: one sigmoid per structure, background where none exceeds 0.5).
         window: CT window ``[level, width]`` in HU used for the input intensity scaling.
         spacing: model grid spacing ``[x, y, z]`` in mm.
-        input_size: model input patch as an array shape: SV-Net ``[z, y, x]``, SEQ-UNET ``[slices, y, x]``.
+        input_size: training patch size ``[x, y, z]`` in voxels (SimpleITK order, like ``spacing``); for
+            SEQ-UNET ``z`` is the number of slices in a sequence (3).
+        fixed_inplane_size: ``True`` when every slice is resampled to exactly ``input_size[:2]`` in-plane,
+            stretching the in-plane spacing (the SEQ-UNET paper's 64×64); ``False``: the model grid keeps
+            ``spacing`` and any size that is a multiple of :attr:`size_multiple` works.
         training_data: free-text description of the training data and run.
         metrics: held-out metrics, e.g. ``{"iou": {"globe": 0.93, ...}}``.
         description: one line shown in model lists.
@@ -71,6 +75,7 @@ class ModelCard:
     window: list
     spacing: list
     input_size: list
+    fixed_inplane_size: bool = False
     training_data: str = ""
     metrics: dict = field(default_factory=dict)
     description: str = ""
@@ -83,6 +88,31 @@ class ModelCard:
     def structures(self) -> list[str]:
         """Structure keys of the output channels, background excluded."""
         return [k for k in self.labels if k != BACKGROUND]
+
+    @property
+    def patch_depth(self) -> int:
+        """Slices per model input: SV-Net's window depth, SEQ-UNET's sequence length."""
+        return int(self.input_size[2])
+
+    @property
+    def inplane_size(self) -> tuple[int, int] | None:
+        """``(nx, ny)`` when slices are resampled to a fixed in-plane size, else ``None``."""
+        return (int(self.input_size[0]), int(self.input_size[1])) if self.fixed_inplane_size else None
+
+    @property
+    def size_multiple(self) -> int:
+        """What the model grid's sizes must be multiples of for this architecture and configuration."""
+        return model_class(self.architecture).size_multiple_for(self.config)
+
+    def summary(self) -> str:
+        """One line for model lists: description, grid, window, date and top-level scalar metrics."""
+        spacing = "×".join(f"{v:g}" for v in self.spacing)
+        size = "×".join(str(v) for v in self.input_size)
+        scalars = ", ".join(f"{k} {v:.3g}" for k, v in self.metrics.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool))
+        parts = [self.description or self.architecture, f"{spacing} mm grid, patch {size}",
+                 f"window {self.window[0]:g}/{self.window[1]:g} HU", f"created {self.created[:10] or '?'}"]
+        return "; ".join(parts + ([scalars] if scalars else []))
 
     def to_dict(self) -> dict:
         """The card as a plain JSON-compatible dict (tuples become lists)."""
@@ -112,15 +142,15 @@ def software_versions() -> dict:
             "orbitseg": ORBITSEG_VERSION}
 
 
-def make_card(model: nn.Module, *, window, spacing, input_size, training_data: str = "",
-              metrics: dict | None = None, description: str = "") -> ModelCard:
+def make_card(model: nn.Module, *, window, spacing, input_size, fixed_inplane_size: bool = False,
+              training_data: str = "", metrics: dict | None = None, description: str = "") -> ModelCard:
     """A card for a registry model: architecture, configuration, head and labels come from the model.
 
-    ``window``: (level, width) HU; ``spacing``: (x, y, z) mm; ``input_size``: patch array shape.
+    ``window``: (level, width) HU; ``spacing``: (x, y, z) mm; ``input_size``: training patch (x, y, z) voxels.
     """
     card = ModelCard(architecture=model.name, config=model.config, labels=list(HEAD_LABELS[model.head]),
                      head=model.head, window=list(window), spacing=list(spacing), input_size=list(input_size),
-                     training_data=training_data, metrics=metrics or {}, description=description,
+                     fixed_inplane_size=bool(fixed_inplane_size), training_data=training_data, metrics=metrics or {}, description=description,
                      software=software_versions(),
                      created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return ModelCard.from_dict(card.to_dict())
@@ -149,14 +179,22 @@ def check_card(card: ModelCard, source: str) -> None:
     if list(card.labels) != list(HEAD_LABELS[card.head]):
         raise OrbitSegError(f"{source}: label order {list(card.labels)} is not OrbitSeg's "
                             f"{list(HEAD_LABELS[card.head])}")
-    if not isinstance(card.config, dict) or card.config.get("out_channels") != len(card.labels):
+    expected_keys = set(preset_config(card.architecture))
+    if not isinstance(card.config, dict) or set(card.config) != expected_keys:
+        keys = sorted(card.config) if isinstance(card.config, dict) else card.config
+        raise OrbitSegError(f"{source}: {card.architecture} configuration keys {keys} are not "
+                            f"{sorted(expected_keys)}")
+    if card.config["out_channels"] != len(card.labels):
         raise OrbitSegError(f"{source}: configuration out_channels does not match the {len(card.labels)} labels")
     if len(card.window) != 2 or not card.window[1] > 0:
         raise OrbitSegError(f"{source}: window {card.window} is not [level, width > 0] in HU")
     if len(card.spacing) != 3 or not all(s > 0 for s in card.spacing):
         raise OrbitSegError(f"{source}: spacing {card.spacing} is not three positive mm values (x, y, z)")
     if len(card.input_size) != 3 or not all(isinstance(s, int) and s > 0 for s in card.input_size):
-        raise OrbitSegError(f"{source}: input_size {card.input_size} is not three positive integers")
+        raise OrbitSegError(f"{source}: input_size {card.input_size} is not three positive integers (x, y, z)")
+    multiple = model_class(card.architecture).size_multiple_for(card.config)
+    if any(s % multiple for s in card.input_size[:2]):
+        raise OrbitSegError(f"{source}: input_size {card.input_size} in-plane is not a multiple of {multiple}")
 
 
 def _check_model_matches_card(model: nn.Module, card: ModelCard, source: str) -> None:

@@ -91,6 +91,11 @@ class SeqUNet(nn.Module):
         self.classifier = nn.Conv2d(lstm2_hidden, out_channels, 1)
 
     @staticmethod
+    def size_multiple_for(config: dict) -> int:
+        """What H and W must be multiples of (three poolings): 8."""
+        return 8
+
+    @staticmethod
     def paper_config() -> dict:
         """Constructor arguments of the paper configuration (64×64 input; 57,003,078 weights)."""
         return {"in_channels": 1, "out_channels": len(STRUCTURES), "slices": 3, "widths": [64, 128, 256],

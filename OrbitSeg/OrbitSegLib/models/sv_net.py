@@ -112,7 +112,7 @@ class SVNet(nn.Module):
             raise OrbitSegError("SV-Net stages need at least one convolution each")
         self.config = {"in_channels": int(in_channels), "out_channels": int(out_channels), "widths": widths,
                        "encoder_convs": encoder_convs, "decoder_convs": decoder_convs, "residual": bool(residual)}
-        self.size_multiple = 2 ** (len(widths) - 1)
+        self.size_multiple = self.size_multiple_for(self.config)
 
         self.encoder = nn.ModuleList()
         channels = in_channels
@@ -127,6 +127,11 @@ class SVNet(nn.Module):
             channels = 2 * widths[level]
             self.decoder.append(_Stage(channels, channels, decoder_convs[level], residual))
         self.classifier = nn.Conv3d(channels, out_channels, 1)
+
+    @staticmethod
+    def size_multiple_for(config: dict) -> int:
+        """What D, H and W must be multiples of for a configuration: ``2 ** (len(widths) - 1)``."""
+        return 2 ** (len(config["widths"]) - 1)
 
     @staticmethod
     def paper_config() -> dict:
