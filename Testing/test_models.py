@@ -292,6 +292,7 @@ def test_missing_card_and_foreign_files_are_errors(saved, tmp_path):
     (lambda c: c.update(format_version=99), "unknown checkpoint format version 99"),
     (lambda c: c.pop("window"), "invalid model card .*missing fields \\['window'\\]"),
     (lambda c: c.update(spacing=[0.5, 0.5]), "spacing"),
+    (lambda c: c.update(window=[48, "400"]), "not numbers"),
 ])
 def test_mismatched_cards_are_errors_naming_the_file(saved, change, message):
     _rewrite(saved, lambda d: change(d["card"]))

@@ -186,6 +186,13 @@ def check_card(card: ModelCard, source: str) -> None:
                             f"{sorted(expected_keys)}")
     if card.config["out_channels"] != len(card.labels):
         raise OrbitSegError(f"{source}: configuration out_channels does not match the {len(card.labels)} labels")
+    try:
+        _check_grid_fields(card, source)
+    except TypeError:
+        raise OrbitSegError(f"{source}: window, spacing or input_size of the card are not numbers") from None
+
+
+def _check_grid_fields(card: ModelCard, source: str) -> None:
     if len(card.window) != 2 or not card.window[1] > 0:
         raise OrbitSegError(f"{source}: window {card.window} is not [level, width > 0] in HU")
     if len(card.spacing) != 3 or not all(s > 0 for s in card.spacing):
