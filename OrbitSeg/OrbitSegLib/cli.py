@@ -6,22 +6,26 @@ one line on stderr and exit with a non-zero status (1 for input problems, 130 fo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from pathlib import Path
 
-from . import __version__, structures
+from . import __version__
 from .errors import OrbitSegError
 
 log = logging.getLogger("orbitseg")
 
 
-def _progress_printer(quiet: bool):
-    if quiet:
+def _progress_printer(mode: str):
+    """Progress callback printing to stderr: ``text`` lines, ``json`` lines (for a parent process) or nothing."""
+    if mode == "none":
         return None
 
     def show(fraction: float, message: str) -> None:
-        print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
+        if mode == "json":
+            print(json.dumps({"progress": round(fraction, 4), "message": message}), file=sys.stderr, flush=True)
+        else:
+            print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
     return show
 
@@ -47,6 +51,7 @@ def cmd_segment(args) -> int:
     from .pipeline import run_segmentation
     from .sample import sample_case
     from .tables import format_volume_table
+    from .voi import VOI
 
     if args.sample == (args.ct is not None):
         raise OrbitSegError("give either a CT path or --sample")
@@ -55,9 +60,10 @@ def cmd_segment(args) -> int:
         case = sample_case()
         ct, reference = case["image"], reference or case["reference"]
         print(f"Bundled sample case: {ct}", file=sys.stderr)
-    result = run_segmentation(ct, args.out, args.model, reference_path=reference, start_slice=args.start,
+    voi = VOI.from_dict(json.loads(open(args.voi, encoding="utf-8").read())) if args.voi else None
+    result = run_segmentation(ct, args.out, args.model, reference_path=reference, voi=voi, start_slice=args.start,
                               end_slice=args.end, side=args.side, device=args.device,
-                              options=_inference_options(args), progress=_progress_printer(args.quiet))
+                              options=_inference_options(args), progress=_progress_printer(args.progress))
     print(f"Device: {result.device_note}", file=sys.stderr)
     print(f"Slices {result.voi.start_slice}..{result.voi.end_slice}; outputs in {args.out}", file=sys.stderr)
     print(format_volume_table(result.rows))
@@ -111,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--side", default="both", choices=["both", "right", "left"], help="right = OD, left = OS")
     segment.add_argument("--reference", default=None,
                          help="reference .seg.nrrd (segments matched by name or terminology) or labelmap")
-    segment.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    segment.add_argument("--voi", default=None,
+                         help="JSON file with start_slice, end_slice and per-eye index boxes (as written in run.json)")
+    segment.add_argument("--progress", default="text", choices=["text", "json", "none"],
+                         help="progress messages on stderr: text, JSON lines (for a parent process) or none")
     _add_inference_options(segment)
     segment.set_defaults(func=cmd_segment)
 

@@ -177,10 +177,11 @@ def find_globes(image: sitk.Image) -> dict[str, np.ndarray]:
     peaks at a plausible inter-globe distance and similar height.
     """
     grid = _detection_grid(image)
-    hu = sitk.GetArrayFromImage(grid)  # [z, y, x], LPS-aligned
+    hu = sitk.GetArrayFromImage(grid)  # [z, y, x], LPS-aligned; NaN outside the image
+    inside = np.isfinite(hu).astype(np.float32)
     water = ((hu > -30) & (hu < 70)).astype(np.float32)
-    score = signal.fftconvolve(water, _ball(_GLOBE_RADIUS), mode="same") - \
-        signal.fftconvolve(water, _shell(*_SHELL), mode="same")
+    score = _fraction(water, inside, _ball(_GLOBE_RADIUS)) - _fraction(water, inside, _shell(*_SHELL))
+    score = np.nan_to_num(score, nan=-1.0)
     peaks = _local_maxima(score, radius_vox=int(round(8 / _DETECTION_SPACING)), count=12)
     if len(peaks) < 2:
         raise OrbitSegError("no orbit found: the image shows no globe-like structures")
@@ -215,7 +216,18 @@ def _detection_grid(image: sitk.Image) -> sitk.Image:
     out_size = [int(np.floor((h - l) / _DETECTION_SPACING)) + 1 for l, h in zip(lo, hi)]
     smoothed = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), _DETECTION_SPACING / 2)
     return sitk.Resample(smoothed, out_size, sitk.Transform(), sitk.sitkLinear, lo.tolist(),
-                         [_DETECTION_SPACING] * 3, np.eye(3).flatten().tolist(), -1000.0, sitk.sitkFloat32)
+                         [_DETECTION_SPACING] * 3, np.eye(3).flatten().tolist(), float("nan"), sitk.sitkFloat32)
+
+
+def _fraction(values: np.ndarray, inside: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Kernel-weighted mean of ``values`` over the voxels inside the image (normalised convolution).
+
+    Voxels outside the image count as unknown, not as air, so tissue cut by the field of view does
+    not look like a globe ringed by air. NaN where less than half the kernel lies inside the image.
+    """
+    num = signal.fftconvolve(values * inside, kernel, mode="same")
+    den = signal.fftconvolve(inside, kernel, mode="same")
+    return np.where(den > 0.5, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
 
 
 def _ball(radius_mm: float) -> np.ndarray:

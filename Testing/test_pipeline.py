@@ -1,0 +1,196 @@
+"""The whole pipeline and the CLI, end to end on small volumes with real files."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+import torch
+
+from conftest import ROTATIONS, head_phantom
+from OrbitSegLib import models, structures
+from OrbitSegLib.cli import main
+from OrbitSegLib.imageio import read_image, same_grid, write_image
+from OrbitSegLib.inference import InferenceOptions, Predictor, select_device
+from OrbitSegLib.model_store import LoadedModel, load_model
+from OrbitSegLib.pipeline import run_segmentation, segment_image
+from OrbitSegLib.segio import read_reference
+from OrbitSegLib.voi import VOI
+
+BLOB = {"right": (-31.0, 2.0, 1.0), "left": (31.0, 2.0, 1.0)}  # bright balls inside each globe
+BLOB_RADIUS = 4.5
+
+
+class BrightVoxelNet(torch.nn.Module):
+    """A fixed 1×1×1 "model": class 1 (globe) where the windowed intensity exceeds 0.7 (≈130 HU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, structures.NUM_CLASSES, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-10.0)
+            self.conv.weight[0], self.conv.bias[0] = -40.0, 28.0
+            self.conv.weight[1], self.conv.bias[1] = 40.0, -28.0
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def bright_model(spacing=(0.5, 0.5, 1.0)) -> LoadedModel:
+    card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=spacing,
+                            input_size=(32, 32, 16))
+    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"), patch_depth=16)
+    return LoadedModel("bright", Path("bright"), card, predictor)
+
+
+def blob_phantom(direction=np.eye(3), spacing=(0.6, 0.6, 1.2)):
+    blobs = [(c, BLOB_RADIUS, 300) for c in BLOB.values()]
+    return head_phantom(direction, spacing=spacing, blobs=blobs)
+
+
+@pytest.mark.parametrize("orientation", list(ROTATIONS))
+def test_blob_lands_at_its_physical_point_on_the_input_grid(orientation):
+    image = blob_phantom(ROTATIONS[orientation])
+    result = segment_image(image, bright_model())
+    assert same_grid(result.labelmap, image)
+    labels = sitk.GetArrayFromImage(result.labelmap)
+    for side, centre in BLOB.items():
+        mask = labels == structures.label_value(side, "globe")
+        assert mask.sum() > 0, side
+        kji = np.argwhere(mask).mean(axis=0)
+        point = result.labelmap.TransformContinuousIndexToPhysicalPoint(kji[::-1].tolist())
+        np.testing.assert_allclose(point, centre, atol=0.7)
+        volume = next(r["volume_cm3"] for r in result.rows if r["side"] == side and r["structure"] == "globe")
+        assert volume == pytest.approx(4 / 3 * np.pi * BLOB_RADIUS ** 3 / 1000, rel=0.08)
+    other = set(np.unique(labels)) - {0, 1, 7}
+    assert not other
+
+
+def test_one_side_only_and_user_slices():
+    image = blob_phantom()
+    auto = segment_image(image, bright_model(), side="left")
+    labels = sitk.GetArrayFromImage(auto.labelmap)
+    assert set(np.unique(labels)) == {0, structures.label_value("left", "globe")}
+    assert [r["side"] for r in auto.rows] == ["left"] * 6
+    # slices above the blob only: nothing found
+    top = image.GetSize()[2] - 1
+    high = segment_image(image, bright_model(), start_slice=top - 5, end_slice=top, side="left")
+    assert sitk.GetArrayFromImage(high.labelmap).max() == 0
+    assert (high.voi.start_slice, high.voi.end_slice) == (top - 5, top)
+
+
+def test_progress_and_cancel():
+    image = blob_phantom()
+    seen = []
+    segment_image(image, bright_model(), progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("right eye" in m for _, m in seen) and any("left eye" in m for _, m in seen)
+    from OrbitSegLib.errors import CancelledError
+    with pytest.raises(CancelledError):
+        segment_image(image, bright_model(), cancel=lambda: len(seen) > 0)
+
+
+def test_run_segmentation_writes_outputs_with_reference(tmp_path):
+    image = blob_phantom(ROTATIONS["ras"])
+    ct_path = write_image(image, tmp_path / "ct.nii.gz")
+    first = segment_image(image, bright_model())
+    reference = tmp_path / "ref.nii.gz"
+    write_image(first.labelmap, reference)
+    result = run_segmentation(ct_path, tmp_path / "out", bright_model(), reference_path=reference)
+    out = tmp_path / "out"
+    seg = slicerio.read_segmentation(str(out / "segmentation.seg.nrrd"))
+    assert len(seg["segments"]) == 12
+    back = read_reference(out / "segmentation.seg.nrrd")
+    assert same_grid(back, read_image(ct_path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(result.labelmap))
+    rows = list(csv.DictReader(open(out / "volumes.csv")))
+    assert len(rows) == 12 and rows[0]["segment"] == "Right globe"
+    assert float(rows[0]["dice"]) == pytest.approx(1.0) and float(rows[0]["difference_cm3"]) == 0.0
+    agreement = list(csv.DictReader(open(out / "agreement.csv")))
+    assert {r["structure"] for r in agreement} >= {"globe"}
+    run = json.loads((out / "run.json").read_text())
+    assert VOI.from_dict(run["voi"]) == result.voi and run["model"] == "bright"
+    assert set(run["timings_s"]) >= {"read", "voi", "resample", "model", "postprocess"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """Small randomly initialised SV-Net and SEQ-UNET checkpoints in a models folder."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    sv = models.create("sv-net", widths=[4, 4, 8, 8, 8])
+    models.save_checkpoint(folder / "tiny-sv.pt", sv, models.make_card(
+        sv, window=(48, 400), spacing=(1.0, 1.0, 2.0), input_size=(32, 32, 16), training_data="random init"))
+    seq = models.create("seq-unet", widths=[4, 8, 8], lstm1_hidden=8, lstm2_hidden=4)
+    models.save_checkpoint(folder / "tiny-seq.pt", seq, models.make_card(
+        seq, window=(48, 400), spacing=(1.0, 1.0, 2.0), input_size=(32, 32, 3), training_data="random init"))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tiny-sv", "tiny-seq"])
+def test_random_models_by_name_through_the_pipeline(model_dir, monkeypatch, name):
+    monkeypatch.setenv("ORBITSEG_MODELS", str(model_dir))
+    image = blob_phantom(ROTATIONS["oblique"], spacing=(0.8, 0.8, 2.0))
+    model = load_model(name, "cpu", InferenceOptions(batch_size=2))
+    result = segment_image(image, model)
+    assert same_grid(result.labelmap, image)
+    assert result.model_card["architecture"] == ("sv-net" if name == "tiny-sv" else "seq-unet")
+    assert sitk.GetArrayFromImage(result.labelmap).max() <= 12
+
+
+def test_step_one_protocol_matches_overlapping_windows(model_dir):
+    image = blob_phantom(spacing=(0.8, 0.8, 2.0))
+    fast = segment_image(image, load_model(model_dir / "tiny-sv.pt", "cpu", InferenceOptions(overlap=0.5, blend="constant")))
+    slow = segment_image(image, load_model(model_dir / "tiny-sv.pt", "cpu", InferenceOptions(step=1, blend="constant")))
+    a, b = sitk.GetArrayFromImage(fast.labelmap), sitk.GetArrayFromImage(slow.labelmap)
+    assert (a == b).mean() > 0.95
+
+
+def test_seq_unet_batched_equals_one_triplet_at_a_time(model_dir):
+    image = blob_phantom(spacing=(0.8, 0.8, 2.0))
+    one = segment_image(image, load_model(model_dir / "tiny-seq.pt", "cpu", InferenceOptions(batch_size=1)))
+    many = segment_image(image, load_model(model_dir / "tiny-seq.pt", "cpu", InferenceOptions(batch_size=16)))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(one.labelmap), sitk.GetArrayFromImage(many.labelmap))
+
+
+def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("ORBITSEG_MODELS", str(model_dir))
+    image = blob_phantom(ROTATIONS["flipped"], spacing=(0.8, 0.8, 2.0))
+    ct = write_image(image, tmp_path / "ct.nrrd")
+    code = main(["segment", str(ct), "--out", str(tmp_path / "out"), "--model", "tiny-sv", "--device", "cpu",
+                 "--side", "right", "--progress", "none"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Right superior rectus" in printed and "Left" not in printed
+    assert same_grid(read_reference(tmp_path / "out" / "segmentation.seg.nrrd"), image)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["segment", "{missing}", "--out", "{out}"], "file not found"),
+    (["segment", "{ct}", "--out", "{out}", "--start", "40", "--end", "10"], "after end slice"),
+    (["segment", "{ct}", "--out", "{out}", "--start", "0", "--end", "999"], "outside the image"),
+    (["segment", "{ct}", "--out", "{out}", "--model", "no-such-model"], "not found"),
+    (["segment", "{ct}", "--out", "{out}", "--device", "cuda"], "CUDA"),
+])
+def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message):
+    ct = write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)), tmp_path / "ct.nii.gz")
+    fill = {"missing": str(tmp_path / "nope.nii.gz"), "out": str(tmp_path / "out"), "ct": str(ct)}
+    argv = [a.format(**fill) for a in args]
+    if "--model" not in argv:
+        argv += ["--model", str(model_dir / "tiny-sv.pt")]
+    if message == "CUDA" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv, "--progress", "none"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("orbitseg: error:") and message in lines[-1]
+    assert not (tmp_path / "out" / "segmentation.seg.nrrd").exists()
