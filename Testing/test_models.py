@@ -154,6 +154,14 @@ def test_convlstm_cell_step_matches_the_lstm_equations():
     torch.testing.assert_close(h_new, h_expected)
 
 
+def test_convlstm_first_step_equals_a_step_from_zero_state():
+    cell = ConvLSTMCell(2, 3, kernel_size=3)
+    x = torch.randn(2, 2, 5, 5)
+    zero = torch.zeros(2, 3, 5, 5)
+    for got, expected in zip(cell.first_step(x), cell(x, (zero, zero))):
+        torch.testing.assert_close(got, expected)
+
+
 def test_biconvlstm_sums_a_forward_and_a_backward_pass():
     lstm = BiConvLSTM(2, 3, num_layers=1, tied_directions=False)
     seq = torch.randn(2, 4, 2, 6, 6)

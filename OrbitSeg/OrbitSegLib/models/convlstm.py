@@ -45,16 +45,25 @@ class ConvLSTMCell(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
+    def first_step(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step from zero state, ``self(x, (0, 0))``, skipping the convolution of the zero ``h``.
+
+        ``x``: (N, C_in, H, W). Returns ``(h, c)``, each (N, C_hidden, H, W).
+        """
+        weight = self.gates.weight[:, : x.shape[1]]
+        gates = nn.functional.conv2d(x, weight, self.gates.bias, padding=self.gates.padding)
+        i, _, o, g = gates.chunk(4, dim=1)
+        c = torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
     def run(self, sequence: torch.Tensor) -> torch.Tensor:
         """Run the cell over a sequence from zero state.
 
         ``sequence``: (N, T, C_in, H, W). Returns the hidden states (N, T, C_hidden, H, W).
         """
-        n, t, _, height, width = sequence.shape
-        h = sequence.new_zeros(n, self.hidden_channels, height, width)
-        c = torch.zeros_like(h)
-        outputs = []
-        for step in range(t):
+        h, c = self.first_step(sequence[:, 0])
+        outputs = [h]
+        for step in range(1, sequence.shape[1]):
             h, c = self(sequence[:, step], (h, c))
             outputs.append(h)
         return torch.stack(outputs, dim=1)
