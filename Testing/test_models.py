@@ -323,3 +323,6 @@ def test_save_refuses_a_card_that_does_not_describe_the_model(tmp_path):
     with pytest.raises(OrbitSegError, match="card describes sv-net"):
         models.save_checkpoint(tmp_path / "x.pt", model, _card(other))
     assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(OrbitSegError, match="extra holds objects a weights-only load refuses"):
+        models.save_checkpoint(tmp_path / "x.pt", model, _card(model), extra={"folder": tmp_path})
+    assert not list(tmp_path.iterdir())

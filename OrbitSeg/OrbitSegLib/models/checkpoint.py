@@ -235,6 +235,11 @@ def save_checkpoint(path, model: nn.Module, card: ModelCard, *, half: bool = Fal
                "state_dict": state, "extra": extra or {}}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        try:
+            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # the file must load the way load_checkpoint reads it
+            raise OrbitSegError(f"{path}: extra holds objects a weights-only load refuses "
+                                f"({str(exc).strip().splitlines()[0][:200]})") from None
     return stored
 
 
