@@ -30,6 +30,21 @@ def _progress_printer(mode: str):
     return show
 
 
+class _ProgressBar:
+    """A tqdm bar driven by ``progress(fraction, message)`` callbacks (for long runs such as training)."""
+
+    def __init__(self, description: str):
+        from tqdm import tqdm
+        self.bar = tqdm(total=1000, desc=description, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.update(max(0, int(fraction * 1000) - self.bar.n))
+        self.bar.set_postfix_str(message, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sv-net", help="model name (sv-net, seq-unet, or a trained one) or .pt path")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"],
@@ -78,6 +93,42 @@ def cmd_phantom(args) -> int:
         studies = write_dataset(args.out, args.cases, args.seed, small=args.small,
                                 progress=lambda done, total: bar.update(done - bar.n))
     print(f"Wrote {args.cases} cases and the study list {studies}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .inference import configure_threads
+    from .training import TrainConfig, studies_from_folder, studies_from_list, studies_from_phantom, train
+
+    sources = [x is not None for x in (args.studies, args.folder, args.phantom)]
+    if sum(sources) != 1:
+        raise OrbitSegError("give exactly one training data source: --studies LIST, --folder DIR or --phantom N")
+    if args.studies:
+        studies, description = studies_from_list(args.studies), f"study list {args.studies}"
+    elif args.folder:
+        studies, description = studies_from_folder(args.folder), f"case folder {args.folder}"
+    else:
+        studies = studies_from_phantom(args.phantom, args.phantom_seed)
+        description = f"OrbitSeg synthetic orbital CT phantom, {args.phantom} cases, seed {args.phantom_seed}"
+    configure_threads(args.threads)
+    config = TrainConfig(out_dir=args.out, architecture=args.model, preset=args.preset, name=args.name,
+                         spacing=tuple(args.spacing), input_size=tuple(args.input_size) if args.input_size else None,
+                         fixed_inplane_size=args.fixed_inplane_size, folds=args.folds, fold=args.fold,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                         samples_per_epoch=args.samples_per_epoch, augment=not args.no_augment, seed=args.seed,
+                         device=args.device, resume=not args.restart, cache_dir=args.cache,
+                         description=args.description or "")
+    progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
+    try:
+        result = train(config, studies, data_description=description, progress=progress)
+    except KeyboardInterrupt:
+        print(f"orbitseg: training stopped; the last good checkpoints are in {args.out}/fold*/", file=sys.stderr)
+        return 130
+    finally:
+        if isinstance(progress, _ProgressBar):
+            progress.close()
+    print(f"Model saved: {result.model_path} (fold {result.best_fold}, validation Dice "
+          f"{result.fold_scores[result.best_fold]:.4f})")
     return 0
 
 
@@ -131,6 +182,42 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--small", action="store_true", help="small low-resolution cases (for quick tests)")
     phantom.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     phantom.set_defaults(func=cmd_phantom)
+
+    train = commands.add_parser("train", help="train SEQ-UNET or SV-Net (k-fold cross-validation, resumable)",
+                                description="Train a model; writes training_log.csv, fold<i>/last.pt and best.pt, "
+                                            "and <name>.pt into --out. Rerun the same command to resume.")
+    train.add_argument("--studies", default=None, help="study list CSV/TSV with id, image, reference columns")
+    train.add_argument("--folder", default=None, help="folder of case folders, each with ct.* and reference.seg.nrrd")
+    train.add_argument("--phantom", type=int, default=None, metavar="N", help="train on N phantom cases generated on the fly")
+    train.add_argument("--phantom-seed", type=int, default=0, help="phantom seed")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--model", default="sv-net", choices=["sv-net", "seq-unet"], help="architecture")
+    train.add_argument("--preset", default="default", choices=["default", "paper"],
+                       help="network widths: OrbitSeg's small default or the paper's full size")
+    train.add_argument("--name", default=None, help="name of the saved model (default: <model>-custom)")
+    train.add_argument("--spacing", type=float, nargs=3, default=(0.5, 0.5, 1.0), metavar=("X", "Y", "Z"),
+                       help="model grid spacing in mm")
+    train.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                       help="training patch in voxels (default 96 128 32 for SV-Net, 96 128 3 for SEQ-UNET)")
+    train.add_argument("--fixed-inplane-size", action="store_true",
+                       help="resample every slice to the patch's in-plane size (the SEQ-UNET paper's 64x64)")
+    train.add_argument("--folds", type=int, default=5, help="k of k-fold cross-validation (1: no validation)")
+    train.add_argument("--fold", type=int, default=None, help="run only this fold (default: all folds)")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--batch-size", type=int, default=None, help="patches (SV-Net, paper 4) or triplets (SEQ-UNET, paper 32)")
+    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4 SV-Net, 5e-5 SEQ-UNET)")
+    train.add_argument("--loss", default="paper", choices=["paper", "bce", "dice", "dice_ce"],
+                       help="paper: sigmoid cross-entropy (SV-Net) / Dice (SEQ-UNET)")
+    train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")
+    train.add_argument("--no-augment", action="store_true", help="switch MONAI augmentation off")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
+    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")
+    train.add_argument("--cache", default=None, help="folder caching the prepared training volumes")
+    train.add_argument("--description", default=None, help="one-line model description for the model card")
+    train.add_argument("--progress", default="text", choices=["text", "json", "none"])
+    train.set_defaults(func=cmd_train)
 
     models = commands.add_parser("models", help="list the models OrbitSeg can find, with their cards")
     models.set_defaults(func=cmd_models)

@@ -1,0 +1,99 @@
+"""Training patches: random windows of eye volumes, MONAI augmentation, and network-ready batches.
+
+A *patch* is a ``[z, y, x]`` window of one eye volume with a fixed in-plane size (cropped or padded
+around the centre) and its class map. SV-Net trains on patches of ``depth`` slices; SEQ-UNET on
+the slice triplets of a short patch, each labelled by its centre slice.
+
+Augmentation (MONAI, on the patch in 3D): translation, rotation, scaling, Gaussian noise,
+intensity shift and scale, slight blur. No left–right flips: the model grid already mirrors the
+left eye, and medial/lateral must stay distinguishable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai import transforms as T
+
+from .data import EyeVolume
+
+
+def augmentation(seed: int) -> T.Compose:
+    """The MONAI pipeline over ``{"image": (1, z, y, x) float32, "label": (1, z, y, x)}``."""
+    pipeline = T.Compose([
+        T.RandAffined(keys=("image", "label"), prob=0.8, rotate_range=(0.17, 0.05, 0.05),
+                      translate_range=(2, 6, 6), scale_range=(0.08, 0.08, 0.08),
+                      mode=("bilinear", "nearest"), padding_mode="border"),
+        T.RandGaussianSmoothd(keys="image", prob=0.2, sigma_x=(0.3, 0.9), sigma_y=(0.3, 0.9), sigma_z=(0.0, 0.6)),
+        T.RandScaleIntensityd(keys="image", factors=0.06, prob=0.5),
+        T.RandShiftIntensityd(keys="image", offsets=0.03, prob=0.5),
+        T.RandGaussianNoised(keys="image", prob=0.5, std=0.03),
+    ])
+    pipeline.set_random_state(seed=seed)
+    return pipeline
+
+
+def fit_inplane(array: np.ndarray, size_yx: tuple[int, int], fill: float) -> np.ndarray:
+    """Centre-crop or pad the last two axes of ``array`` to ``size_yx`` (with ``fill``)."""
+    out = array
+    for axis, target in zip((-2, -1), size_yx):
+        n = out.shape[axis]
+        if n > target:
+            start = (n - target) // 2
+            out = np.take(out, np.arange(start, start + target), axis=axis)
+        elif n < target:
+            before = (target - n) // 2
+            pad = [(0, 0)] * out.ndim
+            pad[axis] = (before, target - n - before)
+            out = np.pad(out, pad, constant_values=fill)
+    return out
+
+
+def sample_patch(eye: EyeVolume, depth: int, size_yx: tuple[int, int], rng: np.random.Generator):
+    """A random ``depth``-slice window of an eye: ``(image float32 [z, y, x], classes uint8 [z, y, x])``."""
+    n = eye.image.shape[0]
+    if n >= depth:
+        start = int(rng.integers(0, n - depth + 1))
+        image, classes = eye.image[start:start + depth], eye.classes[start:start + depth]
+    else:
+        before = (depth - n) // 2
+        pad = ((before, depth - n - before), (0, 0), (0, 0))
+        image, classes = np.pad(eye.image, pad, mode="edge"), np.pad(eye.classes, pad)
+    return (fit_inplane(image.astype(np.float32), size_yx, 0.0),
+            fit_inplane(classes, size_yx, 0).astype(np.uint8))
+
+
+def augmented_patch(eye: EyeVolume, depth: int, size_yx: tuple[int, int], rng: np.random.Generator,
+                    pipeline: T.Compose | None):
+    """:func:`sample_patch`, then ``pipeline`` (if any): float32 and uint8 ``[z, y, x]`` arrays."""
+    image, classes = sample_patch(eye, depth, size_yx, rng)
+    if pipeline is None:
+        return image, classes
+    out = pipeline({"image": image[None], "label": classes[None].astype(np.float32)})
+    image = np.asarray(out["image"][0], dtype=np.float32)
+    classes = np.rint(np.asarray(out["label"][0])).astype(np.uint8)
+    return image, classes
+
+
+def one_hot(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, *spatial)`` class indices → ``(B, num_classes, *spatial)`` float one-hot."""
+    return torch.nn.functional.one_hot(classes.long(), num_classes).movedim(-1, 1).float()
+
+
+def sv_net_batch(patches: list[tuple[np.ndarray, np.ndarray]]):
+    """SV-Net batch: input ``(B, 1, z, y, x)``, classes ``(B, z, y, x)``."""
+    images = torch.from_numpy(np.stack([p[0] for p in patches]))[:, None]
+    classes = torch.from_numpy(np.stack([p[1] for p in patches]))
+    return images, classes
+
+
+def seq_unet_batch(patches: list[tuple[np.ndarray, np.ndarray]]):
+    """SEQ-UNET batch from short patches: every interior slice ``k`` gives the triplet ``(k-1, k, k+1)``.
+
+    Returns input ``(B, 3, 1, y, x)`` and the centre slices' classes ``(B, y, x)``.
+    """
+    images, classes = [], []
+    for image, label in patches:
+        for k in range(1, image.shape[0] - 1):
+            images.append(image[k - 1:k + 2])
+            classes.append(label[k])
+    return torch.from_numpy(np.stack(images))[:, :, None], torch.from_numpy(np.stack(classes))

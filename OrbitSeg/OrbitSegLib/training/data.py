@@ -1,0 +1,197 @@
+"""Training data: studies (CT + reference) → per-eye volumes on the model grid.
+
+Training uses exactly the inference preprocessing (:mod:`voi`, :mod:`preprocess`): each eye is
+cropped, resampled to the model grid (left eyes mirrored), windowed; its reference is resampled with
+nearest neighbour and turned into class indices 0..6. The VOI comes from the reference's globe
+centroids, jittered by a few mm as automatic detection would be, with the axial range widened to
+cover every labelled voxel.
+
+Prepared eyes are cached as ``.npz`` files (image float16, classes uint8), keyed by the study and
+the grid, so a second run starts at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import structures
+from ..errors import OrbitSegError
+from ..imageio import axial_axis, read_image
+from ..preprocess import image_to_grid, labels_to_grid, model_grid
+from ..segio import read_reference
+from ..tables import read_csv
+from ..voi import VOI, crop, voi_from_globes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The model grid a model is trained on: spacing (x, y, z) mm, window (level, width) HU,
+    the size multiple the network needs, and an optional fixed in-plane size (nx, ny)."""
+
+    spacing: tuple[float, float, float]
+    window: tuple[float, float]
+    multiple: int
+    inplane_size: tuple[int, int] | None = None
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class EyeVolume:
+    """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``."""
+
+    image: np.ndarray
+    classes: np.ndarray
+    case_id: str
+    side: str
+
+
+@dataclass
+class Study:
+    """One training case: an id, a loader returning ``(ct, reference labelmap)``, and a cache key."""
+
+    case_id: str
+    load: Callable[[], tuple[sitk.Image, sitk.Image]]
+    source_key: str
+
+
+def studies_from_list(path: str | os.PathLike) -> list[Study]:
+    """Studies of a CSV/TSV study list with ``id, image, reference`` columns (paths relative to the list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OrbitSegError(f"{path}: study list not found")
+    rows = read_csv(path)
+    missing = {"id", "image", "reference"} - set(rows[0] if rows else {})
+    if missing:
+        raise OrbitSegError(f"{path}: training needs the columns id, image, reference (missing {', '.join(sorted(missing))})")
+    studies = []
+    for row in rows:
+        image, reference = path.parent / row["image"], path.parent / row["reference"]
+        for p in (image, reference):
+            if not p.exists():
+                raise OrbitSegError(f"{path}: study {row['id']}: {p} not found")
+        stamp = f"{image.resolve()}:{image.stat().st_mtime_ns}:{reference.resolve()}:{reference.stat().st_mtime_ns}"
+        studies.append(Study(row["id"], lambda i=image, r=reference: (read_image(i), read_reference(r)), stamp))
+    return studies
+
+
+def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
+    """Studies from a folder of case subfolders, each holding ``ct.*`` and ``reference.seg.nrrd`` or ``labels.*``."""
+    folder = Path(folder)
+    studies = []
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        cts = sorted(case.glob("ct.*"))
+        refs = sorted(case.glob("reference.seg.nrrd")) or sorted(case.glob("labels.*"))
+        if cts and refs:
+            stamp = f"{cts[0].resolve()}:{cts[0].stat().st_mtime_ns}:{refs[0].resolve()}:{refs[0].stat().st_mtime_ns}"
+            studies.append(Study(case.name, lambda c=cts[0], r=refs[0]: (read_image(c), read_reference(r)), stamp))
+    if not studies:
+        raise OrbitSegError(f"{folder}: no case folders with ct.* and reference.seg.nrrd (or labels.*)")
+    return studies
+
+
+def studies_from_phantom(cases: int, seed: int, small: bool = False) -> list[Study]:
+    """Phantom cases generated on the fly (deterministic per seed and index)."""
+    from ..phantom import generate_case
+
+    def loader(index: int):
+        case = generate_case(seed, index, small=small)
+        return case.ct, case.labels
+
+    return [Study(f"phantom-{seed}-{i:04d}", lambda i=i: loader(i), f"phantom:{seed}:{i}:{small}")
+            for i in range(cases)]
+
+
+def globe_centres(labels: sitk.Image) -> dict[str, np.ndarray]:
+    """Centroid (LPS mm) of each side's globe label; sides without a globe are left out."""
+    array = sitk.GetArrayViewFromImage(labels)
+    centres = {}
+    for side in structures.SIDES:
+        kji = np.argwhere(array == structures.label_value(side, "globe"))
+        if len(kji):
+            centres[side] = np.array(labels.TransformContinuousIndexToPhysicalPoint(kji.mean(axis=0)[::-1].tolist()))
+    return centres
+
+
+def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | None = None,
+                 jitter_mm: float = 2.0) -> VOI:
+    """A VOI around the reference's globes (jittered like detection), axially covering every label."""
+    centres = globe_centres(labels)
+    if not centres:
+        raise OrbitSegError("the reference has no globe label, so the eyes cannot be located")
+    if rng is not None:
+        centres = {s: c + rng.normal(0.0, jitter_mm, 3) for s, c in centres.items()}
+    voi = voi_from_globes(ct, centres)
+    axis = axial_axis(ct)
+    labelled = np.nonzero(sitk.GetArrayViewFromImage(labels).any(axis=tuple(a for a in range(3) if a != 2 - axis)))[0]
+    last = ct.GetSize()[axis] - 1
+    start = max(0, min(voi.start_slice, int(labelled.min()) - 2))
+    end = min(last, max(voi.end_slice, int(labelled.max()) + 2))
+    return voi.with_slices(start, end)
+
+
+def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, case_id: str = "") -> list[EyeVolume]:
+    """Each labelled eye of a study on the model grid (image windowed, classes 0..6)."""
+    eyes = []
+    for side in voi.boxes:
+        lo, hi = voi.eye_box(side)
+        lo = tuple(max(0, v) for v in lo)
+        hi = tuple(min(n - 1, v) for v, n in zip(hi, ct.GetSize()))
+        region = crop(ct, lo, hi)
+        grid = model_grid(region, side, spec.spacing, spec.multiple, spec.inplane_size)
+        image = image_to_grid(region, grid, *spec.window).astype(np.float16)
+        values = labels_to_grid(labels, grid)
+        offset = structures.SIDE_OFFSET[side]
+        own = (values > offset) & (values <= offset + len(structures.STRUCTURES))
+        classes = np.where(own, values - offset, 0).astype(np.uint8)
+        eyes.append(EyeVolume(image, classes, case_id, side))
+    return eyes
+
+
+def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike | None = None,
+            progress: Callable[[int, int], None] | None = None, seed: int = 0) -> list[EyeVolume]:
+    """Eye volumes of all studies, read from / written to ``cache_dir`` when given.
+
+    A study that cannot be prepared (unreadable files, no globe) is skipped with a warning.
+    """
+    cache = Path(cache_dir) if cache_dir else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    eyes: list[EyeVolume] = []
+    for n, study in enumerate(studies):
+        key = hashlib.sha1(f"{study.source_key}|{spec.key()}|{seed}".encode()).hexdigest()[:16]
+        path = cache / f"{study.case_id}-{key}.npz" if cache else None
+        if path is not None and path.is_file():
+            with np.load(path) as data:
+                eyes += [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], study.case_id, s)
+                         for s in structures.SIDES if f"image_{s}" in data]
+        else:
+            try:
+                ct, labels = study.load()
+                rng = np.random.default_rng([seed, n])
+                new = eye_volumes(ct, labels, spec, training_voi(ct, labels, rng), study.case_id)
+            except OrbitSegError as exc:
+                log.warning("skipping study %s: %s", study.case_id, exc)
+                new = []
+            if path is not None and new:
+                arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new for kind in ("image", "classes")}
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, **arrays)
+                os.replace(tmp, path)
+            eyes += new
+        if progress is not None:
+            progress(n + 1, len(studies))
+    if not eyes:
+        raise OrbitSegError("no usable training studies (see the warnings above)")
+    return eyes

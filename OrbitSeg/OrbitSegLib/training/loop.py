@@ -1,0 +1,291 @@
+"""Training SEQ-UNET and SV-Net with k-fold cross-validation, checkpoints and resume.
+
+Outputs in ``out_dir``:
+
+- ``training_log.csv``: one row per fold and epoch (train/validation loss, validation Dice, seconds);
+- ``fold<i>/last.pt``: after every epoch, with the optimizer state for resuming;
+- ``fold<i>/best.pt``: the epoch with the best validation Dice (model selection);
+- ``<name>.pt``: the best fold's best model, ready for ``orbitseg segment --model``;
+- TensorBoard events in ``tensorboard/`` when the ``tensorboard`` package is installed.
+
+Every checkpoint is written atomically, so an interruption (Ctrl-C, cancel, crash) always leaves the
+last good checkpoint; rerunning with ``resume=True`` continues from the saved epoch.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.utils import set_determinism
+
+from .. import structures
+from ..errors import CancelledError, OrbitSegError
+from ..inference import InferenceOptions, Predictor, select_device
+from ..metrics import overlap
+from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint
+from ..postprocess import scores_to_classes
+from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
+from .data import EyeVolume, GridSpec, Study, prepare
+from .losses import SegmentationLoss
+
+log = logging.getLogger(__name__)
+
+PAPER_LR = {"sv-net": 1e-4, "seq-unet": 5e-5}
+PAPER_BATCH = {"sv-net": 4, "seq-unet": 32}
+DEFAULT_INPUT_SIZE = {"sv-net": (96, 128, 32), "seq-unet": (96, 128, 3)}
+SEQ_PATCH_DEPTH = 8
+"""SEQ-UNET trains on 8-slice patches, i.e. 6 triplets per augmented patch."""
+
+LOG_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides its data. ``None`` fields take the paper's defaults."""
+
+    out_dir: str
+    architecture: str = "sv-net"
+    preset: str = "default"
+    model_config: dict = field(default_factory=dict)
+    name: str | None = None
+    spacing: tuple[float, float, float] = (0.5, 0.5, 1.0)
+    window: tuple[float, float] = (48.0, 400.0)
+    input_size: tuple[int, int, int] | None = None
+    fixed_inplane_size: bool = False
+    folds: int = 5
+    fold: int | None = None
+    epochs: int = 100
+    batch_size: int | None = None
+    lr: float | None = None
+    loss: str = "paper"
+    samples_per_epoch: int | None = None
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    cache_dir: str | None = None
+    half: bool = True
+    description: str = ""
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every default filled in and values checked."""
+        model_class(self.architecture)
+        c = TrainConfig(**asdict(self))
+        c.name = c.name or f"{c.architecture}-custom"
+        c.input_size = tuple(c.input_size or DEFAULT_INPUT_SIZE[c.architecture])
+        c.batch_size = int(c.batch_size or PAPER_BATCH[c.architecture])
+        c.lr = float(c.lr or PAPER_LR[c.architecture])
+        if c.folds < 1:
+            raise OrbitSegError(f"folds must be at least 1, got {c.folds}")
+        if c.fold is not None and not 0 <= c.fold < c.folds:
+            raise OrbitSegError(f"fold {c.fold} is outside 0..{c.folds - 1}")
+        if c.epochs < 1:
+            raise OrbitSegError(f"epochs must be at least 1, got {c.epochs}")
+        return c
+
+
+@dataclass
+class TrainResult:
+    """The saved model, its validation metrics, and per-fold best scores."""
+
+    model_path: Path
+    best_fold: int
+    fold_scores: dict[int, float]
+    metrics: dict
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+def fold_split(case_ids: list[str], folds: int, seed: int) -> list[list[str]]:
+    """Case ids shuffled deterministically and split into ``folds`` groups (validation sets)."""
+    ids = sorted(set(case_ids))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(ids)
+    return [list(part) for part in np.array_split(np.array(ids, dtype=object), folds)] if folds > 1 else [[]]
+
+
+def train(config: TrainConfig, studies: list[Study], *, data_description: str = "",
+          progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> TrainResult:
+    """Train (all folds, or ``config.fold``) and save the best model as ``out_dir/<name>.pt``."""
+    config = config.resolved()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_determinism(seed=config.seed)
+    device = select_device(config.device)
+    log.info("training %s on %s", config.architecture, device.note)
+    probe = create(config.architecture, config.preset, **config.model_config)
+    spec = GridSpec(tuple(config.spacing), tuple(config.window), probe.size_multiple,
+                    tuple(config.input_size[:2]) if config.fixed_inplane_size else None)
+    if progress:
+        progress(0.0, f"Preparing {len(studies)} studies")
+    eyes = prepare(studies, spec, config.cache_dir, seed=config.seed,
+                   progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
+    groups = fold_split([e.case_id for e in eyes], config.folds, config.seed)
+    to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
+    scores: dict[int, float] = {}
+    fold_metrics: dict[int, dict] = {}
+    for n, fold in enumerate(to_run):
+        validation = set(groups[fold])
+        train_eyes = [e for e in eyes if e.case_id not in validation]
+        val_eyes = [e for e in eyes if e.case_id in validation]
+
+        def fold_progress(fraction: float, message: str, n=n):
+            if progress:
+                progress(0.1 + 0.9 * (n + fraction) / len(to_run), message)
+
+        scores[fold], fold_metrics[fold] = _train_fold(config, fold, train_eyes, val_eyes, device, out,
+                                                       data_description, fold_progress, cancel)
+    best_fold = max(scores, key=lambda f: scores[f])
+    final = out / f"{config.name}.pt"
+    shutil.copyfile(out / f"fold{best_fold}" / "best.pt", final.with_suffix(".tmp"))
+    final.with_suffix(".tmp").replace(final)
+    if progress:
+        progress(1.0, f"Saved {final}")
+    return TrainResult(final, best_fold, scores, fold_metrics[best_fold])
+
+
+def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val_eyes: list[EyeVolume],
+                device, out: Path, data_description: str, progress: ProgressFn, cancel) -> tuple[float, dict]:
+    fold_dir = out / f"fold{fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed + fold)
+    model = create(config.architecture, config.preset, **config.model_config).to(device.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start_epoch, best, best_metrics = 0, -math.inf, {}
+    last = fold_dir / "last.pt"
+    if config.resume and last.is_file():
+        saved, _ = load_checkpoint(last, device=str(device.device))
+        model.load_state_dict(saved.state_dict())
+        extra = read_extra(last)
+        optimizer.load_state_dict(extra["optimizer"])
+        start_epoch, best, best_metrics = int(extra["epoch"]), float(extra["best"]), extra.get("best_metrics", {})
+        log.info("fold %d: resuming after epoch %d (best validation Dice %.4f)", fold, start_epoch, best)
+    if start_epoch >= config.epochs:
+        return best, best_metrics
+    loss_fn = SegmentationLoss(config.loss, config.architecture, structures.NUM_CLASSES,
+                               has_background=model.head != "sigmoid_nobg")
+    scaler = torch.amp.GradScaler("cuda", enabled=device.is_cuda)
+    writer = _tensorboard(out / "tensorboard" / f"fold{fold}")
+    size_yx = (config.input_size[1], config.input_size[0])
+    sequence = config.architecture == "seq-unet"
+    depth = SEQ_PATCH_DEPTH if sequence else config.input_size[2]
+    patches_per_step = max(1, config.batch_size // (depth - 2)) if sequence else config.batch_size
+    samples = config.samples_per_epoch or len(train_eyes)
+    steps = max(1, math.ceil(samples / patches_per_step))
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([config.seed, fold, epoch])
+        pipeline = augmentation(int(rng.integers(2 ** 31))) if config.augment else None
+        order = rng.permutation(np.resize(np.arange(len(train_eyes)), steps * patches_per_step))
+        model.train()
+        losses = []
+        for step in range(steps):
+            if cancel is not None and cancel():
+                raise CancelledError(f"training cancelled; last good checkpoint: {last if last.is_file() else 'none yet'}")
+            chosen = order[step * patches_per_step:(step + 1) * patches_per_step]
+            patches = [augmented_patch(train_eyes[i], depth, size_yx, rng, pipeline) for i in chosen]
+            images, classes = (seq_unet_batch if sequence else sv_net_batch)(patches)
+            images, classes = images.to(device.device), classes.to(device.device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=device.is_cuda):
+                loss = loss_fn(model(images), classes)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+            progress((epoch - start_epoch + (step + 1) / steps) / (config.epochs - start_epoch),
+                     f"fold {fold} epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps} loss {losses[-1]:.4f}")
+        train_loss = float(np.mean(losses))
+        val_loss, val_dice, per_structure = _validate(model, config, val_eyes, loss_fn, device, depth, size_yx)
+        score = val_dice if val_eyes else -train_loss
+        improved = score > best
+        if improved:
+            best, best_metrics = score, {"val_dice": val_dice, "val_dice_per_structure": per_structure,
+                                         "fold": fold, "epoch": epoch + 1}
+        card = make_card(model, window=config.window, spacing=config.spacing, input_size=config.input_size,
+                         fixed_inplane_size=config.fixed_inplane_size,
+                         training_data=_describe(data_description, train_eyes, val_eyes, config, fold),
+                         metrics=best_metrics if improved else {"val_dice": val_dice, "epoch": epoch + 1},
+                         description=config.description or f"{config.architecture} trained by OrbitSegTraining")
+        model.eval()
+        extra = {"epoch": epoch + 1, "best": best, "best_metrics": best_metrics, "optimizer": optimizer.state_dict()}
+        save_checkpoint(last, model, card, extra=extra)
+        if improved:
+            save_checkpoint(fold_dir / "best.pt", model, card, half=config.half)
+        row = {"fold": fold, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+               "val_dice": val_dice, "lr": config.lr, "seconds": time.perf_counter() - started}
+        _append_log(out / "training_log.csv", row)
+        if writer is not None:
+            for key in ("train_loss", "val_loss", "val_dice"):
+                if not math.isnan(row[key]):
+                    writer.add_scalar(key, row[key], epoch + 1)
+            writer.flush()
+        log.info("fold %d epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f (%.0f s)", fold, epoch + 1,
+                 train_loss, val_loss, val_dice, row["seconds"])
+    if writer is not None:
+        writer.close()
+    return best, best_metrics
+
+
+@torch.inference_mode()
+def _validate(model, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, device, depth: int,
+              size_yx: tuple[int, int]) -> tuple[float, float, dict]:
+    """Validation loss on centre patches and mean Dice over structures on whole eyes (inference path)."""
+    if not val_eyes:
+        return math.nan, math.nan, {}
+    model.eval()
+    predictor = Predictor(model, config.architecture, model.head, device,
+                          patch_depth=config.input_size[2], options=InferenceOptions(batch_size=4))
+    losses, dice = [], {s.key: [] for s in structures.STRUCTURES}
+    for eye in val_eyes:
+        start = max(0, (eye.image.shape[0] - depth) // 2)
+        image = fit_inplane(eye.image[start:start + depth].astype(np.float32), size_yx, 0.0)
+        classes = fit_inplane(eye.classes[start:start + depth], size_yx, 0)
+        if config.architecture == "seq-unet":
+            images, targets = seq_unet_batch([(image, classes)])
+        else:
+            images, targets = torch.from_numpy(image)[None, None], torch.from_numpy(classes)[None]
+        losses.append(float(loss_fn(model(images.to(device.device)), targets.to(device.device))))
+        predicted = scores_to_classes(predictor.predict(eye.image.astype(np.float32)))
+        for s in structures.STRUCTURES:
+            if (eye.classes == s.class_index).any():
+                dice[s.key].append(overlap(predicted == s.class_index, eye.classes == s.class_index)["dice"])
+    model.train()
+    per_structure = {k: float(np.mean(v)) for k, v in dice.items() if v}
+    return float(np.mean(losses)), float(np.mean(list(per_structure.values()))), per_structure
+
+
+def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, fold: int) -> str:
+    n_train = len({e.case_id for e in train_eyes})
+    n_val = len({e.case_id for e in val_eyes})
+    return (f"{data_description or 'user data'}; fold {fold} of {config.folds}: {n_train} training studies "
+            f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g}, "
+            f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
+            f"seed {config.seed}")
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
