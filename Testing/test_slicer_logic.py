@@ -1,0 +1,614 @@
+"""The Slicer modules' scene logic (OrbitSeg/OrbitSegMRMLLib), headless with the slicer-core wheel.
+
+Real MRML scenes with the module logics Slicer would create (segmentations, tables, volumes, colors,
+markups, plots), real volume nodes with flipped and oblique geometry, real segmentation, table, ROI
+and plot nodes, files written by Slicer's storage nodes and read back by slicerio and the core, and
+the real background command line the panel runs. Tests that need MRML skip only when ``slicer``
+cannot be imported; the parts without Slicer (command lines, progress lines, dependencies, study
+lists, model registration) always run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+import torch
+
+from conftest import ROTATIONS, head_phantom, make_image
+from OrbitSegLib import imageio, models, structures
+from OrbitSegLib.cli import build_parser
+from OrbitSegLib.errors import OrbitSegError
+from OrbitSegLib.inference import Predictor, select_device
+from OrbitSegLib.model_store import LoadedModel, available_models
+from OrbitSegLib.segio import read_reference
+from OrbitSegLib.voi import suggest_voi
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "OrbitSeg"))
+
+from OrbitSegMRMLLib import dependencies, jobs, modelinfo, training  # noqa: E402  (no Slicer imports)
+
+try:
+    import slicer
+except ImportError:  # the slicer-core wheel is not installed
+    slicer = None
+if slicer is not None:
+    import slicer.util
+    import vtk
+    from vtk.util import numpy_support
+
+    from OrbitSegMRMLLib import geometry, roi, segments, tablenodes
+    from OrbitSegMRMLLib.logic import SegmentationLogic
+
+needs_slicer = pytest.mark.skipif(slicer is None, reason="slicer-core (headless MRML) is not installed")
+
+BLOBS = {"right": (-31.0, 2.0, 1.0), "left": (31.0, 2.0, 1.0)}  # bright balls inside each globe (LPS mm)
+BLOB_RADIUS = 4.5
+LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
+
+
+# --- fixtures and helpers -------------------------------------------------------------------------
+
+@pytest.fixture
+def mrml(tmp_path):
+    """A scene with the application logic and the module logics the OrbitSeg modules rely on."""
+    if slicer is None:
+        pytest.skip("slicer-core (headless MRML) is not installed")
+    scene = slicer.vtkMRMLScene()
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    (tmp_path / "share" / "ColorFiles").mkdir(parents=True)
+    app.SetHomeDirectory(str(tmp_path))
+    app.SetShareDirectory("share")
+    logics = {}
+    for name, cls in (("Colors", slicer.vtkSlicerColorLogic), ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+                      ("Tables", slicer.vtkSlicerTablesLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
+                      ("Markups", slicer.vtkSlicerMarkupsLogic), ("Plots", slicer.vtkSlicerPlotsLogic)):
+        logic = cls()
+        logic.SetMRMLApplicationLogic(app)
+        app.SetModuleLogic(name, logic)
+        logic.SetMRMLScene(scene)
+        logics[name] = logic
+    yield SimpleNamespace(scene=scene, app=app, logics=logics, logic=SegmentationLogic(scene, app))
+    scene.Clear(1)
+
+
+def volume_node(scene, image, name="CT"):
+    return geometry.image_to_volume_node(image, scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name))
+
+
+def ras_of_index(node, ijk):
+    return (geometry.ijk_to_ras(node) @ np.append(np.asarray(ijk, float), 1.0))[:3]
+
+
+class BrightVoxelNet(torch.nn.Module):
+    """A fixed 1×1×1 "model": globe where the windowed intensity exceeds 0.7 (≈130 HU), else background."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, structures.NUM_CLASSES, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-10.0)
+            self.conv.weight[0], self.conv.bias[0] = -40.0, 28.0
+            self.conv.weight[1], self.conv.bias[1] = 40.0, -28.0
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def bright_model() -> LoadedModel:
+    card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=(0.5, 0.5, 1.0),
+                            input_size=(32, 32, 16))
+    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"), patch_depth=16)
+    return LoadedModel("bright", Path("bright"), card, predictor)
+
+
+def blob_phantom(direction):
+    return head_phantom(direction, blobs=[(c, BLOB_RADIUS, 300) for c in BLOBS.values()])
+
+
+def constant_checkpoint(path: Path, class_index: int = 1) -> Path:
+    """A tiny real SV-Net checkpoint whose every voxel is ``class_index`` (all weights zero but the head bias)."""
+    network = models.create("sv-net", widths=[2, 2, 2, 2, 2])
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.zero_()
+        network.classifier.bias[class_index] = 6.0
+    card = models.make_card(network, window=(48, 400), spacing=(1.0, 1.0, 1.5), input_size=(32, 32, 16),
+                            description="constant test model", training_data="none (test)",
+                            metrics={"iou": {"globe": 0.5}})
+    models.save_checkpoint(path, network, card)
+    return path
+
+
+def segment_centroid_ras(segmentation_node, segment_id):
+    """Centroid (RAS) of a segment's voxels in its internal binary labelmap."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    dims = image.GetDimensions()
+    mask = array.reshape(dims[::-1]) == segment.GetLabelValue()
+    kji = np.argwhere(mask).mean(axis=0)
+    ijk = kji[::-1] + np.array(image.GetExtent()[::2], float)
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    return (slicer.util.arrayFromVTKMatrix(matrix) @ np.append(ijk, 1.0))[:3], int(mask.sum())
+
+
+# --- volume nodes, geometry, slices ------------------------------------------------------------------
+
+@needs_slicer
+@pytest.mark.parametrize("orientation", list(ROTATIONS))
+def test_volume_node_and_image_share_every_voxel_position(mrml, orientation):
+    rng = np.random.default_rng(1)
+    image = make_image(rng.integers(-1000, 1000, (7, 9, 11)).astype(np.int16), spacing=(0.5, 0.6, 1.2),
+                       origin=(10.0, -20.0, 5.0), direction=ROTATIONS[orientation])
+    node = volume_node(mrml.scene, image)
+    np.testing.assert_allclose(node.GetSpacing(), image.GetSpacing())
+    for ijk in [(0, 0, 0), (10, 8, 6), (3, 5, 2)]:
+        lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
+        np.testing.assert_allclose(ras_of_index(node, ijk), lps * LPS_TO_RAS, atol=1e-9)
+    back = geometry.volume_to_image(node)
+    assert imageio.same_grid(back, image) and geometry.same_grid(image, node)
+    assert back.GetPixelID() == sitk.sitkInt16
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    assert geometry.axial_axis(node) == imageio.axial_axis(image)
+
+
+@needs_slicer
+def test_volume_node_made_by_slicer_converts_with_its_ras_geometry(mrml):
+    """A node built the Slicer way (array + IJKToRAS), RAS-flipped and oblique, lands on the same LPS points."""
+    rotation = ROTATIONS["oblique"] @ np.diag([-1.0, 1.0, -1.0])
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :3] = rotation * np.array([0.4, 0.4, 2.0])
+    ijk_to_ras[:3, 3] = (12.0, 40.0, -7.0)
+    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "slicer-made")
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
+    array = np.arange(5 * 6 * 8, dtype=np.int16).reshape(5, 6, 8)
+    slicer.util.updateVolumeFromArray(node, array)
+    image = geometry.volume_to_image(node)
+    assert image.GetSize() == (8, 6, 5)
+    for ijk in [(0, 0, 0), (7, 5, 4), (2, 3, 1)]:
+        ras = ijk_to_ras @ np.append(np.asarray(ijk, float), 1.0)
+        np.testing.assert_allclose(image.TransformIndexToPhysicalPoint(ijk), ras[:3] * LPS_TO_RAS, atol=1e-9)
+        assert image[ijk] == array[ijk[2], ijk[1], ijk[0]]
+    node.SetAndObserveImageData(None)
+    with pytest.raises(OrbitSegError, match="has no voxels"):
+        geometry.volume_to_image(node)
+
+
+@needs_slicer
+@pytest.mark.parametrize("orientation", ["flipped", "oblique"])
+def test_slice_offsets_and_slice_views_give_axial_indices(mrml, orientation):
+    image = make_image(np.zeros((20, 12, 10), np.int16), spacing=(0.5, 0.5, 1.5), origin=(3.0, 4.0, -10.0),
+                       direction=ROTATIONS[orientation])
+    node = volume_node(mrml.scene, image)
+    axis = geometry.axial_axis(node)
+    assert axis == 2 and geometry.axial_slice_count(node) == 20
+    for k in (0, 7, 19):
+        assert geometry.slice_index_from_offset(node, geometry.slice_offset_from_index(node, k)) == k
+    # a slice view aligned with the volume (as Slicer shows it), centred anywhere in the slice plane
+    matrix = geometry.ijk_to_ras(node)
+    normal = matrix[:3, 2] / np.linalg.norm(matrix[:3, 2])
+    slice_to_ras = np.eye(4)
+    slice_to_ras[:3, 2] = normal
+    slice_to_ras[:3, 3] = ras_of_index(node, (1, 11, 13))
+    assert geometry.slice_index_from_slice_to_ras(node, slice_to_ras) == 13
+    assert geometry.slice_index_from_slice_to_ras(node, slicer.util.vtkMatrixFromArray(slice_to_ras)) == 13
+    sagittal = np.eye(4)[:, [1, 2, 0, 3]]  # normal along R: parallel to the axial axis
+    with pytest.raises(OrbitSegError, match="not axial"):
+        geometry.slice_index_from_slice_to_ras(node, sagittal)
+    # under a parent transform the volume moves 9 mm up: the same index sits 9 mm higher in the world
+    before = geometry.slice_offset_from_index(node, 5)
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[2, 3] = 9.0
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    assert geometry.slice_offset_from_index(node, 5) == pytest.approx(before + 9.0)
+    assert geometry.slice_index_from_offset(node, before + 9.0) == 5
+
+
+# --- result -> segmentation node, tables, files ---------------------------------------------------------
+
+@needs_slicer
+@pytest.mark.parametrize("orientation", ["ras", "oblique"])
+def test_result_becomes_named_coloured_tagged_segments_at_the_right_place(mrml, orientation):
+    image = blob_phantom(ROTATIONS[orientation])
+    ct = volume_node(mrml.scene, image)
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "OrbitSeg")
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "volumes")
+    shown = mrml.logic.segment(ct, bright_model(), segmentation, table, device="cpu")
+
+    seg = segmentation.GetSegmentation()
+    assert seg.GetNumberOfSegments() == 12
+    for value, side, key in structures.label_table():
+        sid = segments.segment_id(side, key)
+        segment = seg.GetSegment(sid)
+        assert segment is not None, sid
+        assert segment.GetName() == structures.segment_name(side, key)
+        np.testing.assert_allclose(segment.GetColor(), structures.structure(key).color)
+        assert segment.GetLabelValue() == value
+        tag = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
+        assert str(tag) == structures.terminology_string(side, key)
+        assert "SCT^" + structures.structure(key).snomed_code in str(tag)
+    # reference geometry = the CT (needed for DICOM SEG export), 2D and 3D display
+    role = segmentation.GetReferenceImageGeometryReferenceRole()
+    assert segmentation.GetNodeReference(role) is ct
+    geometry_string = seg.GetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    reference = slicer.vtkOrientedImageData()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry_string, reference)
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetImageToWorldMatrix(matrix)
+    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(matrix), geometry.ijk_to_ras(ct), atol=1e-6)
+    assert reference.GetDimensions() == image.GetSize()
+    assert seg.ContainsRepresentation(segments.CLOSED_SURFACE)
+    display = segmentation.GetDisplayNode()
+    assert display.GetVisibility2DFill() and display.GetVisibility3D()
+    # each blob is the globe segment of its side, at its physical point
+    for side, centre in BLOBS.items():
+        ras, count = segment_centroid_ras(segmentation, segments.segment_id(side, "globe"))
+        assert count > 0
+        np.testing.assert_allclose(ras, np.array(centre) * LPS_TO_RAS, atol=0.7)
+    # the volume table holds the result rows
+    rows = tablenodes.table_node_rows(table)
+    assert [r["segment"] for r in rows] == [structures.segment_name(s, k) for _, s, k in structures.label_table()]
+    for row, expected in zip(rows, shown.rows):
+        assert row["volume_cm3"] == pytest.approx(expected["volume_cm3"])
+        assert row["label_value"] == expected["label_value"]
+    globe = next(r for r in rows if r["side"] == "right" and r["structure"] == "globe")
+    assert globe["volume_cm3"] == pytest.approx(4 / 3 * np.pi * BLOB_RADIUS ** 3 / 1000, rel=0.08)
+    assert table.GetColumnUnitLabel("volume_cm3") == "cm3"
+    assert shown.device_note.startswith("CPU")
+
+
+@needs_slicer
+def test_one_side_gives_only_that_sides_segments(mrml):
+    image = blob_phantom(ROTATIONS["lps"])
+    ct = volume_node(mrml.scene, image)
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    mrml.logic.segment(ct, bright_model(), segmentation, table, side="left", device="cpu", closed_surface=False)
+    seg = segmentation.GetSegmentation()
+    assert [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())] == \
+        [structures.segment_name("left", s.key) for s in structures.STRUCTURES]
+    assert {r["side"] for r in tablenodes.table_node_rows(table)} == {"left"}
+    assert not seg.ContainsRepresentation(segments.CLOSED_SURFACE)
+    wrong_grid = make_image(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(OrbitSegError, match="not on the voxel grid"):
+        segments.labelmap_to_segmentation_node(wrong_grid, ("right",), segmentation, ct)
+
+
+@needs_slicer
+@pytest.mark.parametrize("orientation", ["ras", "oblique"])
+def test_seg_nrrd_written_by_slicer_reads_back_with_slicerio_on_the_ct_grid(mrml, tmp_path, orientation):
+    image = blob_phantom(ROTATIONS[orientation])
+    ct = volume_node(mrml.scene, image)
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    from OrbitSegLib.pipeline import segment_image
+
+    result = segment_image(image, bright_model(), device="cpu")
+    mrml.logic.show_result(result.labelmap, result.sides, ct, segmentation, table, closed_surface=False)
+    path = tmp_path / "result.seg.nrrd"
+    segmentation.AddDefaultStorageNode()
+    storage = segmentation.GetStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation)
+
+    data = slicerio.read_segmentation(str(path))
+    np.testing.assert_allclose(data["ijkToLPS"], imageio.ijk_to_lps(image), atol=1e-6)
+    assert data["voxels"].shape[-3:] == image.GetSize()
+    names = {s["name"]: s for s in data["segments"]}
+    assert set(names) == {structures.segment_name(s, k) for _, s, k in structures.label_table()}
+    globe = names["Right globe"]
+    assert globe["terminology"]["type"][1] == "79652003" and globe["terminology"]["typeModifier"][1] == "24028007"
+    # the core reads the file back (segments matched by name) to exactly the result labelmap
+    back = read_reference(path)
+    assert imageio.same_grid(back, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(result.labelmap))
+
+
+@needs_slicer
+def test_reference_segmentation_node_gives_the_agreement_table(mrml):
+    image = blob_phantom(ROTATIONS["oblique"])
+    ct = volume_node(mrml.scene, image)
+    from OrbitSegLib.metrics import compare_labelmaps
+    from OrbitSegLib.pipeline import segment_image
+
+    result = segment_image(image, bright_model(), device="cpu")
+    predicted = sitk.GetArrayFromImage(result.labelmap)
+    # a reference: the right globe one slice lower, the left globe as predicted
+    expected = np.zeros_like(predicted)
+    right, left = structures.label_value("right", "globe"), structures.label_value("left", "globe")
+    expected[:-1][predicted[1:] == right] = right
+    expected[predicted == left] = left
+    reference_image = sitk.GetImageFromArray(expected)
+    reference_image.CopyInformation(image)
+    reference = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "manual")
+    segments.labelmap_to_segmentation_node(reference_image, structures.SIDES, reference, ct, closed_surface=False)
+    seg = reference.GetSegmentation()
+    seg.GetSegment(segments.segment_id("right", "globe")).SetName("OD eyeball")  # matched by name
+    left_segment = seg.GetSegment(segments.segment_id("left", "globe"))
+    left_segment.SetName("Segment_7")  # matched by its terminology only
+    seg.AddEmptySegment("lens", "Right lens", [1.0, 1.0, 0.0])  # not an OrbitSeg structure
+
+    result_node = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    volumes = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    agreement = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    shown = mrml.logic.show_result(result.labelmap, result.sides, ct, result_node, volumes, reference_node=reference,
+                                   comparison_table_node=agreement, closed_surface=False)
+    assert shown.ignored_reference_segments == ["Right lens"]
+    truth = {(r["side"], r["structure"]): r for r in compare_labelmaps(result.labelmap, reference_image)}
+    rows = tablenodes.table_node_rows(agreement)
+    assert list(rows[0]) == list(tablenodes.COMPARISON_COLUMNS)
+    for row in rows:
+        want = truth[(row["side"], row["structure"])]
+        for column in ("reference_volume_cm3", "difference_cm3", "iou", "dice", "vs", "sensitivity", "specificity"):
+            np.testing.assert_allclose(row[column], want[column], equal_nan=True)
+    right_row = next(r for r in rows if r["side"] == "right" and r["structure"] == "globe")
+    assert 0.5 < right_row["dice"] < 1.0
+    left_row = next(r for r in rows if r["side"] == "left" and r["structure"] == "globe")
+    assert left_row["dice"] == pytest.approx(1.0)
+    # the same comparison from the result segmentation node already in the scene
+    rows_again, _ = mrml.logic.compare_nodes(result_node, reference, ct, agreement)
+    assert [r["dice"] for r in rows_again if r["structure"] == "globe"] == \
+        pytest.approx([right_row["dice"], left_row["dice"]])
+    unrelated = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "other")
+    unrelated.GetSegmentation().AddEmptySegment("x", "Tumor", [1.0, 0.0, 0.0])
+    with pytest.raises(OrbitSegError, match="names an OrbitSeg structure"):
+        segments.segmentation_node_to_labelmap(unrelated, ct)
+    assert mrml.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+
+
+@needs_slicer
+def test_table_shown_in_the_layout(mrml):
+    layout = mrml.scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
+    table = tablenodes.volume_table([{"side": "right", "structure": "globe", "segment": "Right globe",
+                                      "label_value": 1, "volume_cm3": 7.1}],
+                                    mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"))
+    mrml.logic.show_table(table)
+    assert layout.GetViewArrangement() == slicer.vtkSlicerTablesLogic.GetLayoutWithTable(
+        slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
+    assert mrml.app.GetSelectionNode().GetActiveTableID() == table.GetID()
+    assert tablenodes.table_node_rows(table) == [{"side": "right", "structure": "globe", "segment": "Right globe",
+                                                  "label_value": 1, "volume_cm3": 7.1}]
+
+
+# --- VOI <-> ROI nodes ------------------------------------------------------------------------------
+
+@needs_slicer
+@pytest.mark.parametrize("orientation", ["ras", "flipped", "oblique"])
+def test_voi_round_trips_through_per_eye_roi_nodes(mrml, orientation):
+    image = head_phantom(ROTATIONS[orientation])
+    ct = volume_node(mrml.scene, image)
+    voi = mrml.logic.suggest_voi(ct)
+    assert voi == suggest_voi(image)
+    rois = mrml.logic.show_voi(ct, voi)
+    assert set(rois) == {"right", "left"}
+    assert rois["right"].GetName() == roi.ROI_NAMES["right"] and rois["right"].GetDisplayNode() is not None
+    for side, node in rois.items():
+        lo, hi = voi.eye_box(side)
+        centre = ras_of_index(ct, (np.array(lo) + np.array(hi)) / 2.0)
+        np.testing.assert_allclose(node.GetCenter(), centre, atol=1e-6)
+        np.testing.assert_allclose(node.GetSize(), (np.array(hi) - lo + 1) * np.array(image.GetSpacing()), atol=1e-6)
+    def effective(v):  # what the pipeline uses: each eye box with the start/end slices applied
+        return v.start_slice, v.end_slice, {side: v.eye_box(side) for side in v.boxes}
+
+    assert effective(mrml.logic.voi_from_rois(ct, rois, voi.start_slice, voi.end_slice)) == effective(voi)
+    assert effective(mrml.logic.voi_from_rois(ct, rois)) == effective(voi)  # start/end from the boxes themselves
+    # the user drags the right box 2 voxels along i: only that box moves
+    moved = slicer.util.arrayFromVTKMatrix(rois["right"].GetObjectToNodeMatrix())
+    moved[:3, 3] += 2 * geometry.ijk_to_ras(ct)[:3, 0]
+    rois["right"].GetObjectToNodeMatrix().DeepCopy(slicer.util.vtkMatrixFromArray(moved))
+    again = mrml.logic.voi_from_rois(ct, rois, voi.start_slice, voi.end_slice)
+    lo, hi = voi.eye_box("right")
+    assert again.eye_box("right") == ((lo[0] + 2, lo[1], lo[2]), (hi[0] + 2, hi[1], hi[2]))
+    assert again.eye_box("left") == voi.eye_box("left")
+    # new start/end slices move the boxes' axial extent only
+    roi.set_roi_slices(ct, rois["left"], voi.start_slice + 3, voi.end_slice - 2)
+    lo2, hi2 = roi.roi_to_index_box(ct, rois["left"])
+    assert (lo2[2], hi2[2]) == (voi.start_slice + 3, voi.end_slice - 2)
+    assert (lo2[:2], hi2[:2]) == (voi.eye_box("left")[0][:2], voi.eye_box("left")[1][:2])
+    with pytest.raises(OrbitSegError, match="no eye boxes"):
+        mrml.logic.voi_from_rois(ct, {"right": None})
+
+
+# --- the background process the panel runs -----------------------------------------------------------
+
+@needs_slicer
+def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
+    image = head_phantom(ROTATIONS["oblique"])
+    ct = volume_node(mrml.scene, image)
+    model = constant_checkpoint(tmp_path / "constant.pt")
+    voi = mrml.logic.suggest_voi(ct)
+    job = mrml.logic.prepare_job(ct, tmp_path / "job", str(model), device="cpu", voi=voi, start=voi.start_slice + 1)
+    written = imageio.read_image(job.ct_path)
+    assert imageio.same_grid(written, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(image))
+    assert json.loads(job.voi_path.read_text()) == voi.to_dict()
+
+    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    splitter = jobs.LineSplitter()
+    lines = splitter.feed(done.stderr) + splitter.flush()
+    progress = [p for p in map(jobs.parse_progress, lines) if p is not None]
+    assert progress[0].fraction == 0.0 and progress[-1].fraction == 1.0
+    assert [p.fraction for p in progress] == sorted(p.fraction for p in progress)
+    assert any("right eye (OD)" in p.message for p in progress)
+
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    shown = mrml.logic.load_job_results(job, ct, segmentation, table, closed_surface=False)
+    assert shown.model_name == "constant" and shown.device_note.startswith("CPU")
+    assert shown.voi.start_slice == voi.start_slice + 1 and shown.voi.boxes.keys() == voi.boxes.keys()
+    assert not jobs.cpu_fallback("cpu", shown.device_note)
+    globes = [r for r in tablenodes.table_node_rows(table) if r["structure"] == "globe"]
+    assert len(globes) == 2 and all(r["volume_cm3"] > 1.0 for r in globes)  # the constant model fills each box
+    others = [r for r in tablenodes.table_node_rows(table) if r["structure"] != "globe"]
+    assert all(r["volume_cm3"] == 0 for r in others)
+    with open(job.out_dir / "volumes.csv", newline="") as handle:
+        written_rows = list(csv.DictReader(handle))
+    assert [float(r["volume_cm3"]) for r in written_rows] == pytest.approx([r["volume_cm3"] for r in shown.rows], rel=1e-5)
+
+    bad = mrml.logic.prepare_job(ct, tmp_path / "bad", str(model), device="cpu", start=500, end=600)
+    failed = subprocess.run(jobs.cli_command(sys.executable, bad.arguments()), capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0
+    assert jobs.error_message(failed.stderr.splitlines(), failed.returncode) == \
+        f"start slice 500 is outside the image (slices 0..{image.GetSize()[2] - 1})"
+    with pytest.raises(OrbitSegError, match="wrote no result"):
+        mrml.logic.load_job_results(bad, ct, segmentation, table)
+
+
+def test_segmentation_job_arguments_are_what_the_cli_accepts(tmp_path):
+    job = jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "out", "sv-net", "left", "cuda", tmp_path / "voi.json", 4, 30)
+    args = build_parser().parse_args(job.arguments())
+    assert (args.command, args.ct, args.out, args.model, args.side, args.device) == \
+        ("segment", str(tmp_path / "ct.nrrd"), str(tmp_path / "out"), "sv-net", "left", "cuda")
+    assert (args.voi, args.start, args.end, args.progress) == (str(tmp_path / "voi.json"), 4, 30, "json")
+    plain = build_parser().parse_args(jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "o", "m").arguments())
+    assert (plain.voi, plain.start, plain.end, plain.side, plain.device) == (None, None, None, "both", "auto")
+    command = jobs.cli_command("/opt/Slicer/bin/PythonSlicer", ["segment", "x"], library="/lib")
+    assert command[:2] == ["/opt/Slicer/bin/PythonSlicer", "-c"] and command[3:] == ["/lib", "segment", "x"]
+    assert jobs.library_parent() == REPO / "OrbitSeg"
+
+
+def test_progress_lines_and_error_messages():
+    splitter = jobs.LineSplitter()
+    assert splitter.feed('{"progress": 0.1, "message": "Read') == []
+    assert splitter.feed('ing"}\r\nWARNING x\n{"progr') == ['{"progress": 0.1, "message": "Reading"}', "WARNING x"]
+    assert splitter.feed('ess": 1.5, "message": "Done"}') == []
+    assert splitter.flush() == ['{"progress": 1.5, "message": "Done"}']
+    assert jobs.parse_progress(splitter.lines[0]) == jobs.Progress(0.1, "Reading")
+    assert jobs.parse_progress(splitter.lines[2]) == jobs.Progress(1.0, "Done")  # clamped
+    for other in ("WARNING x", "{not json}", '{"message": "no progress"}', '{"progress": "a"}', ""):
+        assert jobs.parse_progress(other) is None
+    lines = ['{"progress": 0.2, "message": "x"}', "orbitseg: error: model 'x' not found", "Traceback"]
+    assert jobs.error_message(lines, 1) == "model 'x' not found"
+    assert jobs.error_message(['{"progress": 0.2, "message": "x"}', "Killed"], -9) == \
+        "the OrbitSeg process exited with status -9: Killed"
+    assert jobs.cpu_fallback("auto", "No CUDA GPU available (torch built without CUDA): running on the CPU")
+    assert not jobs.cpu_fallback("auto", "GPU: NVIDIA H100 (CUDA, mixed precision)")
+    assert not jobs.cpu_fallback("cpu", "CPU (as requested)")
+
+
+def test_dependency_checks_and_pinned_installs(tmp_path):
+    requirements = dependencies.read_requirements(REPO / "OrbitSeg" / "Resources" / "requirements.txt")
+    assert "monai>=1.4" in requirements and not any(r.startswith(("torch", "numpy", "SimpleITK")) for r in requirements)
+    assert dependencies.unmet(requirements) == []  # this environment has them all
+    assert dependencies.unmet(["numpy>=1", "numpy<0.1", "surely-not-an-installed-package-xyz"]) == \
+        ["numpy<0.1", "surely-not-an-installed-package-xyz"]
+    arguments = dependencies.install_arguments(["monai>=1.4"])
+    assert arguments[0] == "monai>=1.4"
+    assert f"numpy=={np.__version__}" in arguments and f"torch=={torch.__version__}" in arguments
+    bad = tmp_path / "requirements.txt"
+    bad.write_text("monai>=1.4\nnot a requirement ===\n")
+    with pytest.raises(Exception, match="Expected"):
+        dependencies.read_requirements(bad)
+
+
+# --- models: list, cards, registration ----------------------------------------------------------------
+
+def test_model_list_cards_and_registration(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORBITSEG_USER_MODELS", str(tmp_path / "user"))
+    trained = constant_checkpoint(tmp_path / "run" / "fold0.pt")
+    path = training.register_model(trained, "my-sv-net")
+    assert path == tmp_path / "user" / "my-sv-net.pt" and path.read_bytes() == trained.read_bytes()
+    assert available_models()["my-sv-net"] == path
+    with pytest.raises(OrbitSegError, match="already exists"):
+        training.register_model(trained, "my-sv-net")
+    assert training.register_model(trained, "my-sv-net", overwrite=True) == path
+    for bad_name in ("", "../evil", "a b", "x/y"):
+        with pytest.raises(OrbitSegError, match="plain name"):
+            training.register_model(trained, bad_name)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(OrbitSegError, match="not a readable OrbitSeg checkpoint"):
+        training.register_model(broken, "broken")
+    (tmp_path / "user" / "damaged.pt").write_bytes(b"garbage")
+
+    choices = {c.name: c for c in modelinfo.model_choices()}
+    mine = choices["my-sv-net"]
+    assert mine.origin == "user" and mine.card["architecture"] == "sv-net" and not mine.problem
+    html = modelinfo.card_html(mine)
+    assert "constant test model" in html and "iou / globe: 0.5" in html and "sv-net" in html
+    assert modelinfo.card_tooltip(mine).startswith("constant test model")
+    assert choices["damaged"].problem and "cannot be used" in modelinfo.card_html(choices["damaged"])
+    assert [c.origin for c in choices.values()] == sorted((c.origin for c in choices.values()),
+                                                          key=lambda o: o != "bundled")
+
+
+# --- training: data, command line, live log ---------------------------------------------------------
+
+def test_study_list_from_a_folder_of_ct_and_reference_pairs(tmp_path):
+    for name in ("case01-CT.nrrd", "case01-reference.seg.nrrd", "p7.nii.gz", "p7_seg.nii.gz", "b.nrrd", "b.seg.nrrd",
+                 "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    rows = training.studies_from_folder(tmp_path)
+    assert rows == [
+        {"id": "b", "image": str(tmp_path / "b.nrrd"), "reference": str(tmp_path / "b.seg.nrrd")},
+        {"id": "case01", "image": str(tmp_path / "case01-CT.nrrd"), "reference": str(tmp_path / "case01-reference.seg.nrrd")},
+        {"id": "p7", "image": str(tmp_path / "p7.nii.gz"), "reference": str(tmp_path / "p7_seg.nii.gz")},
+    ]
+    listed = training.write_study_list(rows, tmp_path / "out" / "studies.csv")
+    with open(listed, newline="") as handle:
+        assert list(csv.DictReader(handle)) == rows
+    (tmp_path / "lonely.nrrd").write_bytes(b"")
+    with pytest.raises(OrbitSegError, match="without a CT/reference partner: lonely.nrrd"):
+        training.studies_from_folder(tmp_path)
+    with pytest.raises(OrbitSegError, match="not found"):
+        training.studies_from_folder(tmp_path / "missing")
+
+
+def test_training_job_command_line(tmp_path):
+    job = training.TrainingJob(tmp_path / "out", "seq-unet", folds=4, epochs=3, batch_size=8, learning_rate=5e-5,
+                               device="cpu", phantom_cases=12)
+    args = job.arguments()
+    assert args[:3] == ["train", "--phantom", "12"]
+    assert args[args.index("--lr") + 1] == "5e-05" and args[args.index("--model") + 1] == "seq-unet"
+    assert job.log_path == tmp_path / "out" / "training_log.csv"
+    with pytest.raises(OrbitSegError, match="choose the training data"):
+        training.TrainingJob(tmp_path, "sv-net", 2, 1, 1, 1e-4)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    if "train" not in commands:
+        pytest.skip("the core CLI has no 'train' command yet")
+    parsed = parser.parse_args(args)
+    assert parsed.command == "train"
+
+
+@needs_slicer
+def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
+    log = tmp_path / "training_log.csv"
+    log.write_text("epoch,fold,train_loss,val_loss,val_dice,seconds\n"
+                   "0,0,0.9,0.95,0.1,3.0\n1,0,0.7,0.8,0.3,2.9\n0,1,0.88,,0.12,3.1\n2,0,0.6")  # last row incomplete
+    rows = training.read_training_log(log)
+    assert [(r["step"], r["fold"], r["epoch"]) for r in rows] == [(0, 0, 0), (1, 0, 1), (2, 1, 0)]
+    assert np.isnan(rows[2]["val_loss"])
+    assert training.read_training_log(tmp_path / "none.csv") == []
+    table = training.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "log"), rows)
+    assert [r["train_loss"] for r in tablenodes.table_node_rows(table)] == [0.9, 0.7, 0.88]
+    chart = training.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "loss"))
+    assert chart.GetNumberOfPlotSeriesNodes() == 3
+    series = [chart.GetNthPlotSeriesNode(i) for i in range(3)]
+    assert [s.GetYColumnName() for s in series] == ["train_loss", "val_loss", "val_dice"]
+    assert all(s.GetXColumnName() == "step" and s.GetTableNode() is table for s in series)
+    training.loss_chart(table, chart)  # idempotent: no duplicate series
+    assert chart.GetNumberOfPlotSeriesNodes() == 3
+    for age, name in ((20, "fold0.pt"), (10, "fold1.pt"), (30, "older.pt")):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(0, 10**18 - age * 10**9))
+    assert training.latest_checkpoint(tmp_path).name == "fold1.pt"
+    assert training.latest_checkpoint(tmp_path / "empty") is None
