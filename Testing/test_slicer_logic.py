@@ -552,54 +552,40 @@ def test_model_list_cards_and_registration(tmp_path, monkeypatch):
 
 # --- training: data, command line, live log ---------------------------------------------------------
 
-def test_study_list_from_a_folder_of_ct_and_reference_pairs(tmp_path):
-    for name in ("case01-CT.nrrd", "case01-reference.seg.nrrd", "p7.nii.gz", "p7_seg.nii.gz", "b.nrrd", "b.seg.nrrd",
-                 "notes.txt"):
-        (tmp_path / name).write_bytes(b"")
-    rows = training.studies_from_folder(tmp_path)
-    assert rows == [
-        {"id": "b", "image": str(tmp_path / "b.nrrd"), "reference": str(tmp_path / "b.seg.nrrd")},
-        {"id": "case01", "image": str(tmp_path / "case01-CT.nrrd"), "reference": str(tmp_path / "case01-reference.seg.nrrd")},
-        {"id": "p7", "image": str(tmp_path / "p7.nii.gz"), "reference": str(tmp_path / "p7_seg.nii.gz")},
-    ]
-    listed = training.write_study_list(rows, tmp_path / "out" / "studies.csv")
-    with open(listed, newline="") as handle:
-        assert list(csv.DictReader(handle)) == rows
-    (tmp_path / "lonely.nrrd").write_bytes(b"")
-    with pytest.raises(OrbitSegError, match="without a CT/reference partner: lonely.nrrd"):
-        training.studies_from_folder(tmp_path)
-    with pytest.raises(OrbitSegError, match="not found"):
-        training.studies_from_folder(tmp_path / "missing")
-
-
-def test_training_job_command_line(tmp_path):
-    job = training.TrainingJob(tmp_path / "out", "seq-unet", folds=4, epochs=3, batch_size=8, learning_rate=5e-5,
-                               device="cpu", phantom_cases=12)
-    args = job.arguments()
-    assert args[:3] == ["train", "--phantom", "12"]
-    assert args[args.index("--lr") + 1] == "5e-05" and args[args.index("--model") + 1] == "seq-unet"
-    assert job.log_path == tmp_path / "out" / "training_log.csv"
-    with pytest.raises(OrbitSegError, match="choose the training data"):
-        training.TrainingJob(tmp_path, "sv-net", 2, 1, 1, 1e-4)
+def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
     parser = build_parser()
-    commands = next(a for a in parser._actions if a.dest == "command").choices
-    if "train" not in commands:
-        pytest.skip("the core CLI has no 'train' command yet")
-    parsed = parser.parse_args(args)
-    assert parsed.command == "train"
+    for source, data in (("phantom", "12"), ("studies", str(tmp_path / "studies.csv")), ("folder", str(tmp_path))):
+        job = training.TrainingJob(tmp_path / "out", "my-seq", "seq-unet", source, data, folds=4, epochs=3,
+                                   batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder")
+        args = parser.parse_args(job.arguments())
+        assert (args.command, args.model, args.name, args.folds, args.epochs, args.batch_size, args.lr, args.device) == \
+            ("train", "seq-unet", "my-seq", 4, 3, 8, 5e-5, "cpu")
+        assert (args.phantom, args.studies, args.folder) == (
+            12 if source == "phantom" else None, data if source == "studies" else None, data if source == "folder" else None)
+        assert (args.out, args.progress, args.restart) == (str(tmp_path / "out"), "json", source == "folder")
+    assert job.log_path == tmp_path / "out" / "training_log.csv" and job.model_path == tmp_path / "out" / "my-seq.pt"
+    with pytest.raises(OrbitSegError, match="choose a study list"):
+        training.TrainingJob(tmp_path, "m", "sv-net", "studies", "", 2, 1, 1, 1e-4)
+    with pytest.raises(OrbitSegError, match="plain name"):
+        training.TrainingJob(tmp_path, "bad name", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
+    with pytest.raises(OrbitSegError, match="unknown training data source"):
+        training.TrainingJob(tmp_path, "m", "sv-net", "web", "x", 2, 1, 1, 1e-4)
 
 
 @needs_slicer
 def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
     log = tmp_path / "training_log.csv"
-    log.write_text("epoch,fold,train_loss,val_loss,val_dice,seconds\n"
-                   "0,0,0.9,0.95,0.1,3.0\n1,0,0.7,0.8,0.3,2.9\n0,1,0.88,,0.12,3.1\n2,0,0.6")  # last row incomplete
+    log.write_text("fold,epoch,train_loss,val_loss,val_dice,lr,seconds\n"
+                   "0,0,0.9,0.95,0.1,0.0001,3.0\n0,1,0.7,0.8,0.3,0.0001,2.9\n1,0,0.88,,0.12,0.0001,3.1\n"
+                   "1,1,0.6")  # the last row is still being written
     rows = training.read_training_log(log)
     assert [(r["step"], r["fold"], r["epoch"]) for r in rows] == [(0, 0, 0), (1, 0, 1), (2, 1, 0)]
-    assert np.isnan(rows[2]["val_loss"])
+    assert np.isnan(rows[2]["val_loss"]) and rows[0]["lr"] == 1e-4
     assert training.read_training_log(tmp_path / "none.csv") == []
     table = training.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "log"), rows)
-    assert [r["train_loss"] for r in tablenodes.table_node_rows(table)] == [0.9, 0.7, 0.88]
+    table_rows = tablenodes.table_node_rows(table)
+    assert list(table_rows[0]) == ["step", "fold", "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+    assert [r["train_loss"] for r in table_rows] == [0.9, 0.7, 0.88]
     chart = training.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "loss"))
     assert chart.GetNumberOfPlotSeriesNodes() == 3
     series = [chart.GetNthPlotSeriesNode(i) for i in range(3)]
@@ -607,8 +593,16 @@ def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
     assert all(s.GetXColumnName() == "step" and s.GetTableNode() is table for s in series)
     training.loss_chart(table, chart)  # idempotent: no duplicate series
     assert chart.GetNumberOfPlotSeriesNodes() == 3
-    for age, name in ((20, "fold0.pt"), (10, "fold1.pt"), (30, "older.pt")):
-        (tmp_path / name).write_bytes(b"x")
-        os.utime(tmp_path / name, ns=(0, 10**18 - age * 10**9))
-    assert training.latest_checkpoint(tmp_path).name == "fold1.pt"
-    assert training.latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_a_cancelled_run_offers_its_newest_best_checkpoint(tmp_path):
+    assert training.best_checkpoint_so_far(tmp_path) is None
+    for age, name in ((20, "fold0/best.pt"), (10, "fold1/last.pt"), (30, "fold1/best.pt")):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, ns=(0, 10**18 - age * 10**9))
+    assert training.best_checkpoint_so_far(tmp_path) == tmp_path / "fold0" / "best.pt"
+    for path in tmp_path.glob("fold*/best.pt"):
+        path.unlink()
+    assert training.best_checkpoint_so_far(tmp_path) == tmp_path / "fold1" / "last.pt"
