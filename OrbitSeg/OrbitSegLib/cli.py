@@ -85,6 +85,30 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch import BatchConfig, run_batch
+    from .batch.progress import BatchProgress
+
+    config = BatchConfig(model=args.model, device=args.device, options=_inference_options(args),
+                         workers=args.workers, threads=args.threads, scheduler=args.scheduler, force=args.force)
+    progress = BatchProgress(args.progress)
+    try:
+        summary = run_batch(args.studies, args.out, config, progress=progress)
+    finally:
+        progress.close()
+    counts = summary.counts
+    print(f"{counts.done + counts.skipped} of {counts.total} studies finished ({counts.done} now, "
+          f"{counts.skipped} earlier), {counts.failed} failed", file=sys.stderr)
+    if counts.failed:
+        print(f"Failed studies: {summary.paths['errors']}", file=sys.stderr)
+    print(f"Report: {summary.paths['report']}", file=sys.stderr)
+    if summary.interrupted:
+        print("orbitseg: interrupted; finished studies are kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 1 if counts.failed else 0
+
+
 def cmd_phantom(args) -> int:
     from .phantom import write_dataset
     from tqdm import tqdm
@@ -174,6 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="progress messages on stderr: text, JSON lines (for a parent process) or none")
     _add_inference_options(segment)
     segment.set_defaults(func=cmd_segment)
+
+    batch = commands.add_parser("batch", help="segment every study of a study list; tables and an HTML report",
+                                description=(
+        "Segment every study of a CSV/TSV study list (columns id, image; optional reference, start_slice, "
+        "end_slice, side; paths relative to the list) into --out: <id>/segmentation.seg.nrrd and overlay.png, "
+        "volumes.csv, volumes_wide.csv, agreement.csv, errors.csv, report.html and batch.log. Rerunning "
+        "skips finished studies. --threads is per worker (default: available cores / workers). Exit status: "
+        "0 all studies finished, 1 some failed (see errors.csv) or bad input, 130 interrupted."))
+    batch.add_argument("studies", help="study list (.csv, or .tsv for tab-separated)")
+    batch.add_argument("--out", required=True, help="output folder")
+    batch.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    batch.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="Dask distributed scheduler address (e.g. tcp://host:8786) to run the studies on")
+    batch.add_argument("--force", action="store_true", help="recompute studies that are already finished")
+    batch.add_argument("--progress", default="text", choices=["text", "json", "none"],
+                       help="progress on stderr: a bar, JSON lines (for a parent process) or none")
+    _add_inference_options(batch)
+    batch.set_defaults(func=cmd_batch)
 
     phantom = commands.add_parser("phantom", help="generate synthetic orbital CT cases with ground truth")
     phantom.add_argument("--out", required=True, help="output folder")

@@ -61,6 +61,13 @@ def _overlap_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]
     }
 
 
+def require_same_grid(image: sitk.Image, reference: sitk.Image) -> None:
+    """Refuse a reference segmentation that is not on the CT's grid (it is never silently resampled)."""
+    if not same_grid(image, reference):
+        raise OrbitSegError("the reference segmentation is on a different grid than the CT: "
+                            f"reference {grid_description(reference)}; CT {grid_description(image)}")
+
+
 def compare_labelmaps(pred: sitk.Image, ref: sitk.Image, sides: Sequence[str] = structures.SIDES) -> list[dict]:
     """Per side and structure: predicted and reference volume, difference and overlap metrics.
 
@@ -68,9 +75,7 @@ def compare_labelmaps(pred: sitk.Image, ref: sitk.Image, sides: Sequence[str] = 
     silently resampled). Returns one dict per row with keys ``side, structure, volume_cm3,
     reference_volume_cm3, difference_cm3, relative_error_pct`` and :data:`OVERLAP_METRICS`.
     """
-    if not same_grid(pred, ref):
-        raise OrbitSegError("the reference segmentation is on a different grid than the CT: "
-                            f"reference {grid_description(ref)}; CT {grid_description(pred)}")
+    require_same_grid(pred, ref)
     p = sitk.GetArrayViewFromImage(pred)
     r = sitk.GetArrayViewFromImage(ref)
     joint = _joint_histogram(p, r, len(structures.label_table()) + 1)

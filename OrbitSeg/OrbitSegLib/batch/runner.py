@@ -1,0 +1,474 @@
+"""Running the one pipeline over a study list: sequentially, in local worker processes, or on Dask.
+
+Per study (:func:`run_study`, the same function in every mode): read the CT and reference, call
+:func:`pipeline.segment_image`, write ``overlay.png``, then :func:`pipeline.write_outputs`, and last
+the completion marker ``DIR/<id>/batch.json`` (atomically). A study whose marker holds the same
+fingerprint (its input files with size and modification time, slices, side, the model file's SHA-256
+and the inference options) is finished and skipped on a rerun unless ``force``.
+
+A study that fails gives one :class:`StudyOutcome` with the stage and a one-line reason; the batch
+goes on. The model is loaded once per process (per worker process, per Dask worker process).
+Threads: ``workers × torch threads ≤ available cores`` (each worker gets ``cores // workers`` unless
+``threads`` is given); SimpleITK gets the same number.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import connection
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from .. import __version__
+from ..errors import OrbitSegError
+from ..imageio import atomic_path, read_image
+from ..inference import DeviceChoice, InferenceOptions, configure_threads, select_device
+from ..metrics import require_same_grid
+from ..model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
+from ..models.checkpoint import read_card
+from ..pipeline import segment_image, write_outputs
+from ..segio import read_reference
+from . import summary
+from .overlay import write_overlay
+from .studies import Study, fingerprint_hash, read_studies
+
+log = logging.getLogger(__name__)
+
+MARKER_NAME = "batch.json"
+"""Per-study completion marker, written last."""
+LOG_NAME = "batch.log"
+CONFIG_NAME = "batch.json"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How to run a batch. ``model``: name or ``.pt`` path; ``threads``: torch threads per worker
+    (default: available cores split over the workers); ``scheduler``: a Dask scheduler address."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    options: InferenceOptions = InferenceOptions()
+    workers: int = 1
+    threads: int | None = None
+    scheduler: str | None = None
+    force: bool = False
+
+
+@dataclass
+class StudyOutcome:
+    """What became of one study: ``status`` is ``done``, ``failed`` or ``skipped``."""
+
+    id: str
+    status: str
+    image: str = ""
+    stage: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+    messages: list[str] = field(default_factory=list)
+
+    def error_row(self) -> dict:
+        return {"id": self.id, "image": self.image, "stage": self.stage, "reason": self.reason}
+
+
+@dataclass
+class BatchCounts:
+    """Study counts for progress reports: ``total`` in the list, ``to_run`` this time."""
+
+    total: int
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def to_run(self) -> int:
+        return self.total - self.skipped
+
+    @property
+    def finished_now(self) -> int:
+        return self.done + self.failed
+
+
+ProgressFn = Callable[[BatchCounts, "StudyOutcome | None"], None]
+"""``progress(counts, outcome)``: called once before work starts (outcome None) and after each study."""
+
+
+@dataclass
+class BatchSummary:
+    """Result of :func:`run_batch`."""
+
+    out_dir: Path
+    counts: BatchCounts
+    outcomes: list[StudyOutcome]
+    paths: dict[str, Path]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[StudyOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+# ---------------------------------------------------------------------------------------------- per study
+
+_PIPELINE_STAGES = (("Loading", "load model"), ("Finding", "find orbits"), ("Measuring", "measure volumes"))
+
+
+class _StageTracker:
+    """Names the stage a study is in; follows the pipeline's progress messages."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def follow(self, fraction: float, message: str) -> None:
+        self.name = next((stage for prefix, stage in _PIPELINE_STAGES if message.startswith(prefix)), "segment")
+
+
+class _WarningCollector(logging.Handler):
+    """Collects this thread's OrbitSeg warnings during one study, for the batch log."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.lines.append(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model: LoadedModel) -> StudyOutcome:
+    """Segment one study into ``out_dir/<id>/`` and write its completion marker last.
+
+    Never raises for a bad study (the outcome says what failed); ``KeyboardInterrupt`` propagates.
+    """
+    start = time.perf_counter()
+    folder = Path(out_dir) / study.id
+    (folder / MARKER_NAME).unlink(missing_ok=True)
+    stage = _StageTracker("read image")
+    collector = _WarningCollector()
+    package_log = logging.getLogger("OrbitSegLib")
+    package_log.addHandler(collector)
+    outcome = StudyOutcome(study.id, "done", str(study.image))
+    try:
+        image = read_image(study.image)
+        stage.name = "read reference"
+        reference = None
+        if study.reference is not None:
+            reference = read_reference(study.reference)
+            require_same_grid(image, reference)
+        result = segment_image(image, model, start_slice=study.start_slice, end_slice=study.end_slice,
+                               side=study.side, reference=reference, progress=stage.follow)
+        stage.name = "overlay"
+        write_overlay(image, result.labelmap, result.voi, result.sides, folder / "overlay.png", study.id)
+        stage.name = "write outputs"
+        write_outputs(result, folder, source=str(study.image))
+        outcome.seconds = time.perf_counter() - start
+        marker = {"id": study.id, "fingerprint": fingerprint, "study": study.fingerprint(),
+                  "model": result.model_name, "device": result.device_note, "seconds": round(outcome.seconds, 3),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "orbitseg_version": __version__}
+        with atomic_path(folder / MARKER_NAME) as tmp:
+            tmp.write_text(json.dumps(marker, indent=2))
+    except OrbitSegError as exc:
+        outcome = StudyOutcome(study.id, "failed", str(study.image), stage.name, str(exc))
+    except Exception as exc:  # a bug or the system (e.g. MemoryError): fail this study, keep the batch going
+        reason = "out of memory" if isinstance(exc, MemoryError) else f"unexpected {type(exc).__name__}: {exc}"
+        outcome = StudyOutcome(study.id, "failed", str(study.image), stage.name, reason,
+                               messages=traceback.format_exc().rstrip().splitlines())
+    finally:
+        package_log.removeHandler(collector)
+    outcome.seconds = time.perf_counter() - start
+    outcome.messages = collector.lines + outcome.messages
+    return outcome
+
+
+def is_finished(out_dir: str | os.PathLike, study_id: str, fingerprint: str) -> bool:
+    """True when ``out_dir/<id>`` holds a completion marker with this fingerprint and its outputs."""
+    folder = Path(out_dir) / study_id
+    try:
+        marker = json.loads((folder / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("fingerprint") == fingerprint and all(
+        (folder / name).is_file() for name in ("segmentation.seg.nrrd", summary.VOLUMES_NAME, "run.json"))
+
+
+# ------------------------------------------------------------------------------------- threads and models
+
+def available_cores() -> int:
+    """CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _set_threads(threads: int) -> None:
+    configure_threads(threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+_MODELS: dict[tuple, LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _process_model(config: BatchConfig) -> LoadedModel:
+    """The model of ``config``, loaded once per process (shared by a Dask worker's threads)."""
+    key = (config.model, config.device, config.options)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(config.model, config.device, config.options)
+        return _MODELS[key]
+
+
+# ------------------------------------------------------------------------------------------- executors
+
+Task = tuple[Study, str]
+"""A study and its fingerprint."""
+
+
+def _run_sequential(tasks: list[Task], out_dir: Path, config: BatchConfig,
+                    device: DeviceChoice) -> Iterator[StudyOutcome]:
+    _set_threads(config.threads or available_cores())
+    model = load_model(config.model, device, config.options)
+    for study, fingerprint in tasks:
+        yield run_study(study, out_dir, fingerprint, model)
+
+
+def _worker_main(conn, out_dir: Path, config: BatchConfig, threads: int) -> None:
+    """A worker process: load the model once, then run the studies the parent sends until ``None``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates its workers
+    _set_threads(threads)
+    try:
+        model = _process_model(config)
+    except OrbitSegError as exc:
+        conn.send(("fatal", str(exc)))
+        return
+    while (task := conn.recv()) is not None:
+        study, fingerprint = task
+        conn.send(("done", run_study(study, out_dir, fingerprint, model)))
+
+
+class _WorkerPool:
+    """Worker processes (spawned, so CUDA and OpenMP are safe), each fed one study at a time.
+
+    The parent knows which study each worker holds, so a worker that dies (killed for memory, a
+    crash) fails exactly that study; a new worker takes its place.
+    """
+
+    def __init__(self, workers: int, out_dir: Path, config: BatchConfig):
+        self.context = multiprocessing.get_context("spawn")
+        self.args = (out_dir, config, config.threads or max(1, available_cores() // workers))
+        self.slots: dict[int, tuple] = {}
+        self.workers = workers
+
+    def _start(self, slot: int) -> None:
+        parent, child = self.context.Pipe()
+        process = self.context.Process(target=_worker_main, args=(child, *self.args), daemon=True,
+                                       name=f"orbitseg-batch-{slot}")
+        process.start()
+        child.close()
+        self.slots[slot] = (process, parent)
+
+    def run(self, tasks: list[Task]) -> Iterator[StudyOutcome]:
+        pending = deque(tasks)
+        holding: dict[int, Task] = {}
+        completed = False
+        try:
+            for slot in range(min(self.workers, len(pending))):
+                self._start(slot)
+                holding[slot] = pending.popleft()
+                self.slots[slot][1].send(holding[slot])
+            while holding:
+                waitables = [self.slots[s][1] for s in holding] + [self.slots[s][0].sentinel for s in holding]
+                connection.wait(waitables, timeout=1.0)
+                for slot in list(holding):
+                    process, conn = self.slots[slot]
+                    message = self._receive(conn)
+                    if message is None and process.is_alive():
+                        continue
+                    study, _ = holding.pop(slot)
+                    if message is None:
+                        yield _crashed(study, process.exitcode)
+                        self._stop(slot, wait=0.0)
+                        if pending:
+                            self._start(slot)
+                    elif message[0] == "fatal":
+                        raise OrbitSegError(message[1])
+                    else:
+                        yield message[1]
+                    if pending:
+                        holding[slot] = pending.popleft()
+                        self.slots[slot][1].send(holding[slot])
+            completed = True
+        finally:
+            for slot in list(self.slots):
+                self._stop(slot, wait=2.0 if completed else 0.0)
+
+    @staticmethod
+    def _receive(conn):
+        try:
+            return conn.recv() if conn.poll() else None
+        except (EOFError, OSError):
+            return None
+
+    def _stop(self, slot: int, wait: float) -> None:
+        """End a worker: ask it to finish, wait up to ``wait`` seconds, then terminate it."""
+        process, conn = self.slots.pop(slot)
+        try:
+            conn.send(None)
+        except OSError:
+            pass
+        process.join(timeout=wait)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=5)
+        conn.close()
+
+
+def _crashed(study: Study, exitcode: int | None) -> StudyOutcome:
+    hint = " (killed, for example for lack of memory)" if exitcode in (-signal.SIGKILL, 137) else ""
+    return StudyOutcome(study.id, "failed", str(study.image), "worker",
+                        f"the worker process stopped unexpectedly with exit code {exitcode}{hint}")
+
+
+def _dask_task(study: Study, out_dir: Path, fingerprint: str, config: BatchConfig) -> StudyOutcome:
+    """One study on a Dask worker: threads split over the worker's task slots, model loaded once per process."""
+    from distributed import get_worker
+
+    _set_threads(config.threads or max(1, available_cores() // max(1, get_worker().state.nthreads)))
+    return run_study(study, out_dir, fingerprint, _process_model(config))
+
+
+def _run_on_dask(tasks: list[Task], out_dir: Path, config: BatchConfig) -> Iterator[StudyOutcome]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise OrbitSegError("--scheduler needs Dask distributed: pip install 'dask[distributed]'") from None
+    try:
+        client = Client(config.scheduler, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise OrbitSegError(f"cannot reach the Dask scheduler at {config.scheduler} ({exc})") from None
+    token = hashlib.sha256(f"{time.time()}{os.getpid()}".encode()).hexdigest()[:8]
+    futures = {client.submit(_dask_task, study, out_dir, fingerprint, config, key=f"orbitseg-{study.id}-{token}",
+                             pure=False): study for study, fingerprint in tasks}
+    try:
+        for future in as_completed(futures):
+            study = futures[future]
+            if future.status == "finished":
+                yield future.result()
+            else:
+                reason = f"the Dask task failed: {type(future.exception()).__name__}: {future.exception()}"
+                yield StudyOutcome(study.id, "failed", str(study.image), "worker", reason)
+    finally:
+        client.cancel(list(futures))
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------- the batch
+
+class BatchLog:
+    """``DIR/batch.log``: timestamped lines appended over all runs of a batch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as handle:
+            for line in message.splitlines() or [""]:
+                handle.write(f"{stamp} {line}\n")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, config: BatchConfig = BatchConfig(),
+              progress: ProgressFn | None = None) -> BatchSummary:
+    """Segment every study of a study list into ``out_dir`` and write the batch tables and report.
+
+    Raises :class:`OrbitSegError` before any work for a bad study list, model or device. Studies that
+    fail are listed in ``errors.csv``. Ctrl-C (``KeyboardInterrupt``) stops the workers, rebuilds the
+    tables and report from the finished studies and returns with ``interrupted`` set.
+    """
+    from .report import write_report
+
+    studies = read_studies(studies_path)
+    if config.workers < 1:
+        raise OrbitSegError(f"--workers must be at least 1 (got {config.workers})")
+    model_path = resolve_model(config.model)
+    card = read_card(model_path)
+    device = select_device(config.device)
+    config = replace(config, model=str(model_path.resolve()))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    batch_log = BatchLog(out / LOG_NAME)
+    setup = {"model_sha256": _file_sha256(model_path), "options": asdict(config.options)}
+    fingerprints = {s.id: fingerprint_hash(s.fingerprint(), setup) for s in studies}
+    counts = BatchCounts(len(studies))
+    outcomes: list[StudyOutcome] = []
+    tasks = []
+    for study in studies:
+        if not config.force and is_finished(out, study.id, fingerprints[study.id]):
+            counts.skipped += 1
+            outcomes.append(StudyOutcome(study.id, "skipped", str(study.image)))
+        else:
+            tasks.append((study, fingerprints[study.id]))
+    mode = (f"Dask scheduler {config.scheduler}" if config.scheduler else
+            f"{config.workers} worker processes" if config.workers > 1 and len(tasks) > 1 else "one process")
+    run_info = {"studies": str(Path(studies_path).resolve()), "model": model_path.stem, "model_path": str(model_path),
+                "model_summary": card.summary(), "device": device.note, "mode": mode, "orbitseg_version": __version__,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with atomic_path(out / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps({**run_info, "options": setup["options"], "force": config.force}, indent=2))
+    batch_log.write(f"=== orbitseg {__version__} batch: {run_info['studies']} -> {out}\n"
+                    f"model {model_path.stem} ({model_path}), {device.note}, {mode}; {len(studies)} studies, "
+                    f"{counts.skipped} already finished, {len(tasks)} to run")
+    for outcome in outcomes:
+        batch_log.write(f"{outcome.id}: skipped (finished earlier with the same inputs and model; --force recomputes)")
+    if progress is not None:
+        progress(counts, None)
+    if config.scheduler:
+        executor = _run_on_dask(tasks, out, config)
+    elif config.workers > 1 and len(tasks) > 1:
+        executor = _WorkerPool(config.workers, out, config).run(tasks)
+    else:
+        executor = _run_sequential(tasks, out, config, device)
+    interrupted = False
+    try:
+        for outcome in executor:
+            outcomes.append(outcome)
+            if outcome.status == "done":
+                counts.done += 1
+                batch_log.write(f"{outcome.id}: done in {outcome.seconds:.1f} s")
+            else:
+                counts.failed += 1
+                batch_log.write(f"{outcome.id}: FAILED at {outcome.stage}: {outcome.reason}")
+            for line in outcome.messages:
+                batch_log.write(f"{outcome.id}:   {line}")
+            if progress is not None:
+                progress(counts, outcome)
+    except KeyboardInterrupt:
+        interrupted = True
+        executor.close()
+        batch_log.write(f"interrupted: the {counts.done} studies finished in this run are kept; rerun to resume")
+    finished = {o.id for o in outcomes if o.status in ("done", "skipped")}
+    errors = [o.error_row() for o in outcomes if o.status == "failed"]
+    tables = summary.collect(out, studies, finished, errors)
+    paths = summary.write_tables(out, tables)
+    paths["report"] = write_report(out, studies, tables, run_info, counts, interrupted)
+    paths["log"] = out / LOG_NAME
+    batch_log.write(f"finished: {counts.done} done, {counts.skipped} skipped, {counts.failed} failed; "
+                    f"report {paths['report']}")
+    return BatchSummary(out, counts, outcomes, paths, interrupted)
