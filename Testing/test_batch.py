@@ -235,6 +235,10 @@ def test_study_list_problems_are_reported_together_before_any_work(tmp_path, tin
     err = capsys.readouterr().err
     assert "7 problems in the study list, nothing was run" in err and not out.exists()
 
+    reserved = tmp_path / "reserved.csv"
+    reserved.write_text("id,image\nerrors.csv,a.nii.gz\n")
+    with pytest.raises(StudyListError, match="'errors.csv' is the name of a batch output file"):
+        read_studies(reserved)
     header = tmp_path / "header.csv"
     header.write_text("id\timage\nx\ty.nii.gz\n")
     with pytest.raises(StudyListError, match="missing columns id, image .*use commas in a .csv file"):
@@ -243,6 +247,14 @@ def test_study_list_problems_are_reported_together_before_any_work(tmp_path, tin
     clash.write_text("id,image,volume_cm3\nx,y.nii.gz,1\n")
     with pytest.raises(StudyListError, match="volume_cm3 would clash"):
         read_studies(clash)
+
+
+def test_outputs_may_not_land_among_the_inputs(study_list, tiny_model, capsys):
+    """--out on the phantom folder would overwrite its case folders' labels.nii.gz: refused up front."""
+    before = sorted(p.name for p in (study_list.parent / GOOD[0]).iterdir())
+    assert run_cli(study_list, study_list.parent, tiny_model) == 1
+    assert "choose another output folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (study_list.parent / GOOD[0]).iterdir()) == before
 
 
 def test_study_list_paths_sides_and_extra_columns(tmp_path):

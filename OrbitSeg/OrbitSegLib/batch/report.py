@@ -39,7 +39,7 @@ h3{font-size:15px;margin:20px 0 8px}p.meta{color:#566074;margin:2px 0}
 table{border-collapse:collapse;background:#fff;font-variant-numeric:tabular-nums;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 th,td{padding:4px 9px;border-bottom:1px solid #e6e9ef;text-align:right;white-space:nowrap}
 th{background:#e9edf3;font-weight:600;position:sticky;top:0}
-td.t,th.t{text-align:left}td.reason{white-space:normal;max-width:560px;text-align:left}
+td.t,th.t{text-align:left}.errors td{white-space:normal;max-width:560px}
 tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto;max-width:100%}
 .note{color:#566074;font-size:13px;max-width:900px}
@@ -155,12 +155,11 @@ def _header(run_info: dict, counts, tables: BatchTables, interrupted: bool) -> s
 
 
 def _errors_section(rows: list[dict]) -> str:
-    body = [[_e(r["id"]), _e(r["stage"]), f'<span>{_e(r["reason"])}</span>', _e(r["image"])] for r in rows]
-    table = _table(["id", "stage", "reason", "image"], body, text_columns=4, raw=True)
-    table = table.replace("<td class=\"t\"><span>", "<td class=\"reason\"><span>")
+    body = [[r["id"], r["stage"], r["reason"], r["image"]] for r in rows]
+    table = _table(["id", "stage", "reason", "image"], body, text_columns=4)
     return (f"<h2>Failed studies ({len(rows)})</h2><p class=\"note\">Each failed study is one row of "
             "<code>errors.csv</code>; fix the input and run the same command again: finished studies are "
-            f"skipped.</p>{table}")
+            f"skipped.</p><div class=\"errors\">{table}</div>")
 
 
 def _agreement_section(tables: BatchTables) -> str:

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 MARKER_NAME = "batch.json"
 """Per-study completion marker, written last."""
 LOG_NAME = "batch.log"
-CONFIG_NAME = "batch.json"
 
 
 @dataclass(frozen=True)
@@ -235,6 +234,8 @@ Task = tuple[Study, str]
 
 def _run_sequential(tasks: list[Task], out_dir: Path, config: BatchConfig,
                     device: DeviceChoice) -> Iterator[StudyOutcome]:
+    if not tasks:
+        return
     _set_threads(config.threads or available_cores())
     model = load_model(config.model, device, config.options)
     for study, fingerprint in tasks:
@@ -394,6 +395,22 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_outputs_spare_inputs(out: Path, studies: list[Study]) -> None:
+    """Refuse an output folder where a study's outputs would land among input files (``--out`` on the
+    folder of a phantom data set, whose case folders are named like the studies)."""
+    folders = {(out / s.id).resolve(): s.id for s in studies}
+    clashes = []
+    for study in studies:
+        for path in (study.image, study.reference):
+            owner = next((folders[p] for p in (path.resolve(), *path.resolve().parents) if p in folders), None) \
+                if path is not None else None
+            if owner is not None:
+                clashes.append(f"{path} (study {study.id}) lies in the output folder of study {owner}")
+    if clashes:
+        raise OrbitSegError(f"{out}: choose another output folder: " + "; ".join(clashes[:3])
+                            + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""))
+
+
 def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, config: BatchConfig = BatchConfig(),
               progress: ProgressFn | None = None) -> BatchSummary:
     """Segment every study of a study list into ``out_dir`` and write the batch tables and report.
@@ -412,6 +429,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     device = select_device(config.device)
     config = replace(config, model=str(model_path.resolve()))
     out = Path(out_dir)
+    _check_outputs_spare_inputs(out, studies)
     out.mkdir(parents=True, exist_ok=True)
     batch_log = BatchLog(out / LOG_NAME)
     setup = {"model_sha256": _file_sha256(model_path), "options": asdict(config.options)}
@@ -430,8 +448,6 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     run_info = {"studies": str(Path(studies_path).resolve()), "model": model_path.stem, "model_path": str(model_path),
                 "model_summary": card.summary(), "device": device.note, "mode": mode, "orbitseg_version": __version__,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    with atomic_path(out / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps({**run_info, "options": setup["options"], "force": config.force}, indent=2))
     batch_log.write(f"=== orbitseg {__version__} batch: {run_info['studies']} -> {out}\n"
                     f"model {model_path.stem} ({model_path}), {device.note}, {mode}; {len(studies)} studies, "
                     f"{counts.skipped} already finished, {len(tasks)} to run")

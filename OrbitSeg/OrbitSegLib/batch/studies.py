@@ -33,6 +33,8 @@ RESERVED_COLUMNS = frozenset(("id",) + VOLUME_COLUMNS + REFERENCE_COLUMNS + AGRE
 SIDE_WORDS = {"": "both", "both": "both", "ou": "both", "right": "right", "od": "right", "r": "right",
               "left": "left", "os": "left", "l": "left"}
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+BATCH_OUTPUTS = ("volumes.csv", "volumes_wide.csv", "agreement.csv", "errors.csv", "report.html", "batch.log")
+"""Files a batch writes into its output folder: no study id may take these names."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,11 @@ def _parse_row(raw: dict, columns: dict[str, str], number: int, base: Path) -> t
     label = f"row {number}" + (f" (id {study_id})" if study_id else "")
     if not study_id:
         problems.append(f"{label}: empty id")
-    elif not _ID_PATTERN.fullmatch(study_id) or study_id in (".", ".."):
+    elif not _ID_PATTERN.fullmatch(study_id):
         problems.append(f"{label}: id {study_id!r} must start with a letter or digit and hold only letters, "
                         "digits, '.', '_', '+' or '-' (it names the study's output folder)")
+    elif study_id.lower() in BATCH_OUTPUTS:
+        problems.append(f"{label}: id {study_id!r} is the name of a batch output file; choose another")
     if not values.get("image"):
         problems.append(f"{label}: empty image path")
     slices = {}
