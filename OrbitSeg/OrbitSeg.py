@@ -51,7 +51,7 @@ Choose the CT, press Auto-detect (or set the start and end slices), pick a model
 See the <a href="https://github.com/OrbitSeg/OrbitSeg#readme">documentation</a>.
 """
         self.parent.acknowledgementText = """
-OrbitSeg implements SV-Net (Shen et al., arXiv 2007.02091) and SEQ-UNET (JoVE 2022, doi 10.3791/64500).
+OrbitSeg implements SV-Net (arXiv 2007.02091, 2020) and SEQ-UNET (JoVE 2022, doi 10.3791/64500).
 The bundled models are trained on a synthetic phantom; they are not clinically validated.
 """
         slicer.app.connect("startupCompleted()", registerSampleData)
@@ -359,8 +359,8 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = "Cancel" if running else "Segment"
         self.ui.applyButton.toolTip = ("Stop the running segmentation" if running else
                                        "Segment the orbits of the input CT" if volume else "Select an input CT first")
-        for name in ("inputsCollapsibleButton", "modelCollapsibleButton", "outputsCollapsibleButton", "compareButton"):
-            getattr(self.ui, name).enabled = not running
+        for section in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.outputsCollapsibleButton):
+            section.enabled = not running
         self.ui.compareButton.enabled = (not running and p.outputSegmentation is not None
                                          and p.referenceSegmentation is not None and volume is not None)
         if volume is not None and volume.GetImageData() is not None:

@@ -2,7 +2,7 @@
 
 This package connects Slicer's scene (volume, segmentation, table, markups and plot nodes) to the
 pure-Python core :mod:`OrbitSegLib`. It imports ``slicer`` (MRML and VTK) but never ``qt``, ``ctk``
-or ``slicer.app``, so everything here also runs headless with the ``slicer-core`` wheel and is
+or the application object, so everything here also runs headless with the ``slicer-core`` wheel and is
 tested under pytest (``Testing/test_slicer_logic.py``). The Qt widgets in ``OrbitSeg.py`` and
 ``OrbitSegTraining.py`` only read the panel, start background processes and call into this package.
 
