@@ -299,7 +299,6 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
-        self.ui.volumeTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.resultsTableView.setMRMLTableNode)
 
         self.initializeParameterNode()
         self.refreshModels()
@@ -381,7 +380,8 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _syncBoxesToSlices(self) -> None:
         """Give the eye boxes the panel's start/end slices (when both are set)."""
         p = self._parameterNode
-        if self._updatingBoxes or p.inputVolume is None or p.startSlice < 0 or p.endSlice < p.startSlice:
+        boxes = self.eyeBoxes()
+        if self._updatingBoxes or not boxes or p.inputVolume is None or p.startSlice < 0 or p.endSlice < p.startSlice:
             return
         from OrbitSegMRMLLib import roi
         from OrbitSegMRMLLib.geometry import axial_axis
@@ -389,7 +389,7 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingBoxes = True
         try:
             axis = axial_axis(p.inputVolume)
-            for box in self.eyeBoxes().values():
+            for box in boxes.values():
                 lo, hi = roi.roi_to_index_box(p.inputVolume, box)
                 if (lo[axis], hi[axis]) != (p.startSlice, p.endSlice):
                     roi.set_roi_slices(p.inputVolume, box, p.startSlice, p.endSlice)
