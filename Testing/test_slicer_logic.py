@@ -205,6 +205,11 @@ def test_slice_offsets_and_slice_views_give_axial_indices(mrml, orientation):
     slice_to_ras[:3, 3] = ras_of_index(node, (1, 11, 13))
     assert geometry.slice_index_from_slice_to_ras(node, slice_to_ras) == 13
     assert geometry.slice_index_from_slice_to_ras(node, slicer.util.vtkMatrixFromArray(slice_to_ras)) == 13
+    # a real axial slice node moved to a slice's offset, as the panel's "From red slice" reads it
+    red = mrml.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetOrientationToAxial()
+    red.SetSliceOffset(geometry.slice_offset_from_index(node, 11))
+    assert geometry.slice_index_from_slice_to_ras(node, red.GetSliceToRAS()) == 11
     sagittal = np.eye(4)[:, [1, 2, 0, 3]]  # normal along R: parallel to the axial axis
     with pytest.raises(OrbitSegError, match="not axial"):
         geometry.slice_index_from_slice_to_ras(node, sagittal)
