@@ -350,7 +350,7 @@ class OrbitSegTrainingTest(ScriptedLoadableModuleTest):
             self.assertEqual(process.exitCode, 0, "\n".join(process._stderr.lines[-20:]))
             self.assertGreaterEqual(logic.refreshLog(job, table), 1)
             rows = tablenodes.table_node_rows(table)
-            self.assertEqual((rows[0]["fold"], rows[0]["epoch"]), (0, 0))
+            self.assertEqual([r["fold"] for r in rows], [0])  # one fold, one epoch
             self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 3)
             target = logic.register(job.model_path, p.modelName)
             self.assertEqual(available_models()[p.modelName], target)

@@ -611,3 +611,25 @@ def test_a_cancelled_run_offers_its_newest_best_checkpoint(tmp_path):
     for path in tmp_path.glob("fold*/best.pt"):
         path.unlink()
     assert training.best_checkpoint_so_far(tmp_path) == tmp_path / "fold1" / "last.pt"
+
+
+@pytest.mark.slow
+@needs_slicer
+def test_training_job_on_phantom_cases_feeds_the_chart_and_registers_the_model(mrml, tmp_path, monkeypatch):
+    """The training panel's path without Qt: the real ``orbitseg train`` on 3 phantom cases (about a minute)."""
+    monkeypatch.setenv("ORBITSEG_USER_MODELS", str(tmp_path / "user"))
+    job = training.TrainingJob(tmp_path / "run", "tiny-sv-net", "sv-net", "phantom", "3", folds=1, epochs=1,
+                               batch_size=2, learning_rate=1e-4, device="cpu")
+    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    progress = [p for p in map(jobs.parse_progress, done.stderr.splitlines()) if p is not None]
+    assert progress and progress[-1].fraction == 1.0
+    rows = training.read_training_log(job.log_path)
+    assert [r["fold"] for r in rows] == [0] and np.isfinite(rows[0]["train_loss"])
+    table = training.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"), rows)
+    chart = training.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode"))
+    assert table.GetNumberOfRows() == 1 and chart.GetNumberOfPlotSeriesNodes() == 3
+    assert job.model_path.is_file() and training.best_checkpoint_so_far(job.out_dir) is not None
+    registered = training.register_model(job.model_path, job.name)
+    choice = next(c for c in modelinfo.model_choices() if c.name == "tiny-sv-net")
+    assert choice.path == registered and choice.card["architecture"] == "sv-net" and not choice.problem
