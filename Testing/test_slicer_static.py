@@ -38,9 +38,17 @@ WIDGET_TYPES = {
 
 
 def source_files() -> set[str]:
-    """Paths (relative to the repository) of tracked and untracked-but-not-ignored files."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    """Paths (relative to the repository) of tracked and untracked-but-not-ignored files.
+
+    Outside a git checkout: every file but caches and build metadata.
+    """
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        skip = ("__pycache__", ".egg-info", ".git", ".pytest_cache", ".venv")
+        listed = [str(p.relative_to(REPO)) for p in REPO.rglob("*")
+                  if not any(part.endswith(skip) for part in p.relative_to(REPO).parts)]
     return {f for f in listed if (REPO / f).is_file()}
 
 
