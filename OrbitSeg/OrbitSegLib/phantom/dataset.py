@@ -1,0 +1,56 @@
+"""Writing phantom cases and a study list that the batch mode runs directly."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..imageio import atomic_path, write_image
+from ..segio import write_labelmap, write_seg_nrrd
+from .case import PhantomCase, generate_case
+
+STUDY_COLUMNS = ("id", "image", "reference", "start_slice", "end_slice")
+CT_NAME, SEG_NAME, LABELS_NAME, INFO_NAME = "ct.nii.gz", "reference.seg.nrrd", "labels.nii.gz", "info.json"
+
+
+def write_case(case: PhantomCase, out_dir: str | os.PathLike, case_id: str) -> dict:
+    """Write ``out_dir/case_id/{ct.nii.gz, reference.seg.nrrd, labels.nii.gz, info.json}``.
+
+    Returns the study-list row (paths relative to ``out_dir``).
+    """
+    out_dir = Path(out_dir)
+    folder = out_dir / case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(case.ct, folder / CT_NAME)
+    write_seg_nrrd(case.labels, folder / SEG_NAME)
+    write_labelmap(case.labels, folder / LABELS_NAME)
+    with atomic_path(folder / INFO_NAME) as tmp:
+        tmp.write_text(json.dumps({"id": case_id, **case.info}, indent=1))
+    return {"id": case_id, "image": f"{case_id}/{CT_NAME}", "reference": f"{case_id}/{SEG_NAME}",
+            "start_slice": case.info["start_slice"], "end_slice": case.info["end_slice"]}
+
+
+def write_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, *, small: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> Path:
+    """Generate cases 0..n_cases-1 of series ``seed``, write them and ``out_dir/studies.csv``.
+
+    Case ids are ``phantom_<seed>_<index:04d>``. ``progress(done, total)`` is called after each case.
+    Returns the study-list path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(n_cases):
+        case = generate_case(seed, index, small=small)
+        rows.append(write_case(case, out_dir, f"phantom_{seed}_{index:04d}"))
+        if progress is not None:
+            progress(index + 1, n_cases)
+    path = out_dir / "studies.csv"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=STUDY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
