@@ -244,11 +244,13 @@ class HeadBuilder:
         out: list[Layer] = [Layer("air", None, "air")]
         add = lambda name, shape, material: out.append(Layer(name, shape, material))  # noqa: E731
 
-        add("skin", f(self.shape.skin), "skin")
-        add("soft_tissue", f(lambda x, y, z: self.shape.skin(x, y, z) + F32(1.6)), "soft_tissue")
+        skin = f(self.shape.skin)
+        add("skin", skin, "skin")
+        add("soft_tissue", Offset(skin, -1.6), "soft_tissue")
         add("subcutaneous_fat", f(self.shape.subcutaneous_fat), "subcutaneous_fat")
-        add("bone_cortex", f(self.shape.bone), "cortical_bone")
-        add("bone_diploe", f(lambda x, y, z: self.shape.bone(x, y, z) + F32(h.cortex)), "cancellous_bone")
+        bone = f(self.shape.bone)
+        add("bone_cortex", bone, "cortical_bone")
+        add("bone_diploe", Offset(bone, -h.cortex), "cancellous_bone")
         brain = f(self.brain, [-70, -30, -30], [70, 150, 80])
         add("inner_table", Offset(brain, 1.2), "cortical_bone")
         add("csf", brain, "csf")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .shapes import Shape
+from .shapes import Offset, Shape
 
 F32 = np.float32
 
@@ -128,10 +128,11 @@ def block_shape(spacing) -> tuple[int, int, int]:
     return tuple(max(2, int(round(2.5 / d))) for d in (dz, dy, dx))
 
 
-def sub_samples(spacing, finest: float = 0.2) -> tuple[int, int, int]:
-    """Sub-samples per voxel (si, sj, sk) for partial volume: 2-3 in-plane, more along thick slices."""
+def sub_samples(spacing) -> tuple[int, int, int]:
+    """Sub-samples per voxel (si, sj, sk) for partial volume: 2 in-plane (3 beyond 0.55 mm), about one
+    per 0.6 mm along z (2 to 6)."""
     dx, dy, dz = spacing
-    return (2 if dx <= 0.4 else 3, 2 if dy <= 0.4 else 3, int(np.clip(np.ceil(dz / (2 * finest + 0.15)), 2, 8)))
+    return (2 if dx <= 0.55 else 3, 2 if dy <= 0.55 else 3, int(np.clip(round(dz / 0.6), 2, 6)))
 
 
 class _Blocks:
@@ -213,11 +214,25 @@ def _support(d: np.ndarray) -> np.ndarray:
     return reach
 
 
+def _groups(layers: list[Layer]) -> list[tuple[Shape, list[tuple[int, float]]]]:
+    """Consecutive layers that are offsets of one shape (``Offset(s, a)`` or ``s`` itself), so the
+    shape is evaluated once for all of them: [(shape, [(layer index, offset mm), ...]), ...]."""
+    groups: list[tuple[Shape, list[tuple[int, float]]]] = []
+    for index, layer in enumerate(layers[1:], start=1):
+        base, amount = (layer.shape.shape, float(layer.shape.amount)) if isinstance(layer.shape, Offset) \
+            else (layer.shape, 0.0)
+        if groups and groups[-1][0] is base:
+            groups[-1][1].append((index, amount))
+        else:
+            groups.append((base, [(index, amount)]))
+    return groups
+
+
 def rasterise(layers: list[Layer], grid: Grid, sub=None, safety: float = 1.25, profile: dict | None = None) -> Raster:
     """Rasterise ``layers`` (painter's order; index 0 is whatever fills the rest, e.g. air) on ``grid``.
 
     ``sub`` sub-samples per voxel (si, sj, sk), by default from :func:`sub_samples`. ``profile``, when
-    given, receives seconds spent per layer name.
+    given, receives seconds spent per group of layers (named by its first layer).
     """
     if len(layers) > 255:
         raise ValueError("at most 255 layers")
@@ -225,36 +240,51 @@ def rasterise(layers: list[Layer], grid: Grid, sub=None, safety: float = 1.25, p
     sub = sub or sub_samples(grid.spacing)
     top = np.zeros((blocks.n_blocks, blocks.nvb), dtype=np.uint8)
     mixed = np.zeros((blocks.n_blocks, blocks.nvb), dtype=bool)
-    settle = safety * (blocks.block_reach + blocks.voxel_reach) + 0.05
+    settle = F32(safety * (blocks.block_reach + blocks.voxel_reach) + 0.05)
     centre_offset = np.array([(blocks.bi - 1) / 2, (blocks.bj - 1) / 2, (blocks.bk - 1) / 2], dtype=F32)
     bands: list[np.ndarray | None] = [None] * len(layers)
-
+    groups = _groups(layers)
     clock = time.perf_counter
 
     def spent(name, since):
         if profile is not None:
             profile[name] = profile.get(name, 0.0) + clock() - since
 
-    for index, layer in enumerate(layers[1:], start=1):
+    for shape, members in groups:
         t0 = clock()
-        rng = blocks.block_range(layer.shape.lo, layer.shape.hi)
+        lo = np.min([layers[i].shape.lo for i, _ in members], axis=0)
+        hi = np.max([layers[i].shape.hi for i, _ in members], axis=0)
+        rng = blocks.block_range(lo, hi)
         if rng is None:
             continue
         k0, k1, j0, j1, i0, i1 = rng
         bk, bj, bi = np.meshgrid(np.arange(k0, k1), np.arange(j0, j1), np.arange(i0, i1), indexing="ij")
         ids = ((bk * blocks.nbj + bj) * blocks.nbi + bi).ravel()
-        origin = blocks.block_origin(ids)
-        d = layer.shape(*blocks.points(origin + centre_offset))
-        full = ids[d < -settle]
-        top[full] = index
-        mixed[full] = False
-        partial = ids[np.abs(d) <= settle]
-        band_parts = []
+        d = shape(*blocks.points(blocks.block_origin(ids) + centre_offset))
+        amounts = np.array([a for _, a in members], dtype=F32)
+        near = np.abs(d[:, None] - amounts[None, :]) <= settle
+        any_near = near.any(axis=1)
+        partial = ids[any_near]
+        near = near[any_near]
+        dv_all = np.empty((partial.size, blocks.nvb), dtype=F32)
+        reach_all = np.empty((partial.size, blocks.nvb), dtype=F32)
         for start in range(0, partial.size, 4096):
             chunk = partial[start:start + 4096]
             ijk = blocks.block_origin(chunk)[:, None, :] + blocks.local[None, :, :]
-            dv = layer.shape(*blocks.points(ijk))
-            reach = _support(dv.reshape(-1, blocks.bk, blocks.bj, blocks.bi)).reshape(dv.shape)
+            dv = shape(*blocks.points(ijk))
+            dv_all[start:start + 4096] = dv
+            reach_all[start:start + 4096] = _support(dv.reshape(-1, blocks.bk, blocks.bj, blocks.bi)).reshape(dv.shape)
+        for column, (index, amount) in enumerate(members):
+            a = F32(amount)
+            full = ids[d - a < -settle]
+            top[full] = index
+            mixed[full] = False
+            rows = np.flatnonzero(near[:, column])
+            if rows.size == 0:
+                continue
+            chunk = partial[rows]
+            dv = dv_all[rows] - a
+            reach = reach_all[rows]
             inside = dv < -reach
             band = np.abs(dv) <= reach
             t = top[chunk]
@@ -264,10 +294,8 @@ def rasterise(layers: list[Layer], grid: Grid, sub=None, safety: float = 1.25, p
             m &= ~inside
             m |= band
             mixed[chunk] = m
-            band_parts.append((chunk[:, None] * blocks.nvb + np.arange(blocks.nvb))[band])
-        if band_parts:
-            bands[index] = np.concatenate(band_parts)
-        spent(layer.name, t0)
+            bands[index] = (chunk[:, None] * blocks.nvb + np.arange(blocks.nvb))[band]
+        spent(layers[members[0][0]].name, t0)
 
     top_flat = top.ravel()
     mixed_flat = mixed.ravel()
@@ -278,21 +306,27 @@ def rasterise(layers: list[Layer], grid: Grid, sub=None, safety: float = 1.25, p
     n_sub = offsets.shape[0]
     sub_layers = np.repeat(top_flat[mixed_idx][:, None], n_sub, axis=1)
     mixed_ijk = blocks.flat_to_ijk(mixed_idx)
-    for index, band in enumerate(bands):
-        if band is None or band.size == 0:
-            continue
+    step = max(1, 262144 // n_sub)
+    for shape, members in groups:
         t0 = clock()
-        keep = band[mixed_flat[band] & (top_flat[band] < index)]
-        if keep.size == 0:
+        keeps = []
+        for index, _ in members:
+            band = bands[index]
+            keeps.append(np.zeros(0, np.int64) if band is None else band[mixed_flat[band] & (top_flat[band] < index)])
+        union = np.unique(np.concatenate(keeps)) if len(keeps) > 1 else keeps[0]
+        if union.size == 0:
             continue
-        pos = np.searchsorted(mixed_idx, keep)
-        step = max(1, 262144 // n_sub)
-        for start in range(0, keep.size, step):
+        pos = np.searchsorted(mixed_idx, union)
+        for start in range(0, union.size, step):
             p = pos[start:start + step]
+            ids = union[start:start + step]
             ijk = mixed_ijk[p][:, None, :] + offsets[None, :, :]
-            inside = layers[index].shape(*blocks.points(ijk)) < 0
-            sub_layers[p] = np.where(inside, np.uint8(index), sub_layers[p])
-        spent(layers[index].name, t0)
+            ds = shape(*blocks.points(ijk))
+            for (index, amount), keep in zip(members, keeps):
+                rows = np.flatnonzero(np.isin(ids, keep, assume_unique=True)) if len(members) > 1 else slice(None)
+                pr = p[rows]
+                sub_layers[pr] = np.where(ds[rows] < F32(amount), np.uint8(index), sub_layers[pr])
+        spent(layers[members[0][0]].name, t0)
 
     volume_top = blocks.to_volume(top)
     volume_mixed = blocks.ijk_to_volume_index(mixed_ijk)
