@@ -38,7 +38,8 @@ h3{font-size:15px;margin:20px 0 8px}p.meta{color:#566074;margin:2px 0}
 .card.bad b{color:#b3261e}.card.good b{color:#1b7f3b}
 table{border-collapse:collapse;background:#fff;font-variant-numeric:tabular-nums;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 th,td{padding:4px 9px;border-bottom:1px solid #e6e9ef;text-align:right;white-space:nowrap}
-th{background:#e9edf3;font-weight:600;position:sticky;top:0}
+th{background:#e9edf3;font-weight:600;white-space:normal;vertical-align:bottom}
+table{font-size:13px}
 td.t,th.t{text-align:left}.errors td{white-space:normal;max-width:560px}
 tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto;max-width:100%}
@@ -201,7 +202,7 @@ def _agreement_plots(tables: BatchTables) -> tuple[str, str]:
     scatter, bland = _new_figure(11.5, 7.0), _new_figure(11.5, 7.0)
     scatter_axes, bland_axes = scatter.subplots(2, 3).ravel(), bland.subplots(2, 3).ravel()
     for ax_s, ax_b, key in zip(scatter_axes, bland_axes, keys):
-        top = 0.0
+        seen = []
         for side in structures.SIDES:
             pred, ref = _pairs(tables, key, side)
             if pred.size == 0:
@@ -211,11 +212,14 @@ def _agreement_plots(tables: BatchTables) -> tuple[str, str]:
                          edgecolors="white", linewidths=0.5)
             ax_s.scatter(ref, pred, **style)
             ax_b.scatter((pred + ref) / 2, pred - ref, **style)
-            top = max(top, float(np.nanmax(np.concatenate([pred, ref]))))
-        top = top * 1.08 or 1.0
-        ax_s.plot([0, top], [0, top], color="#888", linestyle="--", linewidth=1)
-        ax_s.set_xlim(0, top)
-        ax_s.set_ylim(0, top)
+            seen += [pred, ref]
+        values = np.concatenate(seen) if seen else np.zeros(1)
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        pad = 0.1 * (hi - lo) or 0.1 * hi or 0.1
+        lo, hi = max(0.0, lo - pad), hi + pad
+        ax_s.plot([lo, hi], [lo, hi], color="#888", linestyle="--", linewidth=1)
+        ax_s.set_xlim(lo, hi)
+        ax_s.set_ylim(lo, hi)
         ax_s.set_aspect("equal")
         row = pooled.get(key, {})
         ax_s.set_title(f"{_display(key)}   R = {_fmt(row.get('pearson_r'))}", fontsize=10)

@@ -245,6 +245,7 @@ def _run_sequential(tasks: list[Task], out_dir: Path, config: BatchConfig,
 def _worker_main(conn, out_dir: Path, config: BatchConfig, threads: int) -> None:
     """A worker process: load the model once, then run the studies the parent sends until ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates its workers
+    logging.getLogger("OrbitSegLib").addHandler(logging.NullHandler())  # warnings go to the batch log, not stderr
     _set_threads(threads)
     try:
         model = _process_model(config)
@@ -480,7 +481,8 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
         executor.close()
         batch_log.write(f"interrupted: the {counts.done} studies finished in this run are kept; rerun to resume")
     finished = {o.id for o in outcomes if o.status in ("done", "skipped")}
-    errors = [o.error_row() for o in outcomes if o.status == "failed"]
+    order = {s.id: n for n, s in enumerate(studies)}
+    errors = [o.error_row() for o in sorted(outcomes, key=lambda o: order[o.id]) if o.status == "failed"]
     tables = summary.collect(out, studies, finished, errors)
     paths = summary.write_tables(out, tables)
     paths["report"] = write_report(out, studies, tables, run_info, counts, interrupted)
