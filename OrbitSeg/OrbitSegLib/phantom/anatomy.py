@@ -22,10 +22,10 @@ RECTI = ("superior_rectus", "inferior_rectus", "medial_rectus", "lateral_rectus"
 # key: (belly thickness mean, sd), belly width range, insertion distance behind the limbus range,
 # tendon length range, insertion width range
 RECTUS_TABLE = {
-    "superior_rectus": ((4.1, 0.7), (8.0, 9.5), (7.0, 7.7), (5.0, 6.5), (9.5, 11.0)),
-    "inferior_rectus": ((4.2, 0.7), (8.5, 10.0), (6.6, 6.9), (4.5, 6.0), (9.0, 10.5)),
-    "medial_rectus": ((4.2, 0.6), (9.5, 11.0), (5.3, 5.7), (3.0, 4.5), (9.5, 11.0)),
-    "lateral_rectus": ((3.4, 0.6), (9.5, 11.0), (6.7, 7.1), (7.0, 9.5), (8.5, 10.0)),
+    "superior_rectus": ((4.1, 0.7), (6.0, 7.2), (7.0, 7.7), (5.0, 6.5), (9.5, 11.0)),
+    "inferior_rectus": ((4.2, 0.7), (7.6, 8.8), (6.6, 6.9), (4.5, 6.0), (9.0, 10.5)),
+    "medial_rectus": ((4.2, 0.6), (8.4, 9.6), (5.3, 5.7), (3.0, 4.5), (9.5, 11.0)),
+    "lateral_rectus": ((3.4, 0.6), (8.8, 10.0), (6.7, 7.1), (7.0, 9.5), (8.5, 10.0)),
 }
 # How often TAO enlarges each muscle (IR and MR most often).
 TAO_INVOLVEMENT = {"inferior_rectus": 0.9, "medial_rectus": 0.75, "superior_rectus": 0.5, "lateral_rectus": 0.35}

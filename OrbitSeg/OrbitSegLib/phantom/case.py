@@ -46,6 +46,16 @@ def _streams(seed: int, index: int):
     return [np.random.default_rng(s) for s in seq.spawn(5)]
 
 
+def _anatomy(rng: np.random.Generator, tao: bool | None) -> Anatomy:
+    drawn = bool(rng.uniform() < 0.5)
+    return draw_anatomy(rng, drawn if tao is None else bool(tao))
+
+
+def case_anatomy(seed: int, index: int, tao: bool | None = None) -> Anatomy:
+    """The anatomy of case ``index`` of series ``seed`` without rendering it (cheap)."""
+    return _anatomy(_streams(seed, index)[0], tao)
+
+
 def _image(array: np.ndarray, grid: Grid) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(grid.spacing)
@@ -64,9 +74,7 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     """
     t0 = time.perf_counter()
     r_anat, r_mat, r_scan, r_grid, r_img = _streams(seed, index)
-    draw_tao = bool(r_anat.uniform() < 0.5)
-    tao = draw_tao if tao is None else bool(tao)
-    anatomy = draw_anatomy(r_anat, tao)
+    anatomy = _anatomy(r_anat, tao)
     materials = draw_materials(r_mat, anatomy.severity if tao else 0.0)
     scanner = draw_scanner(r_scan, small)
     if spacing is not None:
@@ -76,7 +84,7 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     layers, derived = build_layers(anatomy)
     t_build = time.perf_counter()
 
-    raster = rasterise(layers, grid, sub=(2, 2, 2) if small else None)
+    raster = rasterise(layers, grid, sub=9 if small else None)
     t_raster = time.perf_counter()
     names = [layer.material for layer in layers]
     hu_tab, texture_tab = materials.tables(names)
@@ -95,7 +103,9 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     label_image = _image(labels, grid)
     t_done = time.perf_counter()
 
-    info = _describe(seed, index, small, anatomy, scanner, grid, labels, derived, materials.hu, streaks)
+    fill = raster.layer_fill(len(layers))
+    true_labels = np.bincount(np.array([layer.label for layer in layers]), weights=fill, minlength=13)
+    info = _describe(seed, index, small, anatomy, scanner, grid, labels, derived, materials.hu, streaks, true_labels)
     info["timing_s"] = {"build": round(t_build - t0, 3), "rasterise": round(t_raster - t_build, 3),
                         "imaging": round(t_done - t_raster, 3), "total": round(t_done - t0, 3)}
     info["mixed_voxels"] = int(raster.mixed.size)
@@ -111,12 +121,13 @@ def _slice_range(labels: np.ndarray, dz: float) -> tuple[int, int]:
 
 
 def _describe(seed, index, small, anatomy: Anatomy, scanner: Scanner, grid: Grid, labels: np.ndarray,
-              derived: dict, hu: dict, streaks: dict) -> dict:
+              derived: dict, hu: dict, streaks: dict, true_labels: np.ndarray) -> dict:
     voxel_cm3 = float(np.prod(grid.spacing)) / 1000.0
     counts = np.bincount(labels.ravel(), minlength=13)
-    volumes = {}
+    volumes, true_volumes = {}, {}
     for value, side, key in structures.label_table():
         volumes.setdefault(side, {})[key] = round(float(counts[value]) * voxel_cm3, 4)
+        true_volumes.setdefault(side, {})[key] = round(float(true_labels[value]) * voxel_cm3, 4)
     start, end = _slice_range(labels, grid.spacing[2])
     globe_lps = {}
     for side, o in anatomy.orbits.items():
@@ -138,6 +149,7 @@ def _describe(seed, index, small, anatomy: Anatomy, scanner: Scanner, grid: Grid
         "scanner": scanner.to_dict(),
         "streaks": streaks,
         "volumes_cm3": volumes,
+        "true_volumes_cm3": true_volumes,
         "geometry": derived,
         "orbit_depth_mm": {side: round(o.depth, 2) for side, o in anatomy.orbits.items()},
         "hu": {k: round(v, 1) for k, v in hu.items()},

@@ -60,6 +60,7 @@ class Face:
         self.soft = np.maximum(self._fit(soft_pts, x_range, z_range), 1.5)
         skin = self.bone - self.soft - self._nose(head, x_range, z_range)
         for side, o in anatomy.orbits.items():
+            skin = skin + self._recess(o, side_sign(side), x_range, z_range)
             skin = smooth_min(skin, self._lid(o, side_sign(side), x_range, z_range), 4.0)
         self.skin = skin.astype(F32)
         self.bone_field = HeightField(self.bone, self.x0, self.z0, self.STEP, axes=(0, 2, 1))
@@ -108,6 +109,18 @@ class Face:
         t = np.clip((top - zz) / (top + 55.0), 0, 1)
         width = nose["width"] * (0.55 + 0.45 * t)
         return nose["height"] * t ** 1.3 * np.exp(-(xx / width) ** 2)
+
+    def _recess(self, o, sign, x_range, z_range) -> np.ndarray:
+        """Depth (mm) by which the face surface sinks inside the orbital opening, where the eyelids
+        drape over the globe instead."""
+        x = np.arange(x_range[0], x_range[1] + 0.5, self.STEP)
+        z = np.arange(z_range[0], z_range[1] + 0.5, self.STEP)
+        xx, zz = np.meshgrid(x, z)
+        centre_u = (o.medial_front + o.lateral_rim[0]) / 2
+        half_w = (o.lateral_rim[0] - o.medial_front) / 2 - 2.0
+        half_h = (o.roof_front - o.floor_front) / 2 - 2.0
+        r2 = ((sign * xx - centre_u) / half_w) ** 2 + ((zz - (o.roof_front + o.floor_front) / 2) / half_h) ** 2
+        return 12.0 * np.clip(1 - r2, 0, 1) ** 1.5
 
     def _lid(self, o, sign, x_range, z_range) -> np.ndarray:
         x = np.arange(x_range[0], x_range[1] + 0.5, self.STEP)

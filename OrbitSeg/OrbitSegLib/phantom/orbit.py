@@ -333,7 +333,9 @@ class OrbitBuilder:
             lead = (s * (1 - s) ** 3)[:, None] * leave * 4
             return base + amp * bend + lead
 
-        target = straight * nv["slack"]
+        # The nerve's length is set in the normal globe position; proptosis uses up its slack.
+        rest = exit_point + np.array([0.0, o.proptosis, 0.0])
+        target = max(float(np.linalg.norm(end - rest)) * nv["slack"], straight * 1.01)
         lo, hi = 0.0, 12.0
         for _ in range(40):
             mid = (lo + hi) / 2

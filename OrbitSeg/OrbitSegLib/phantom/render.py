@@ -8,8 +8,8 @@ sub-volume, computed on a finer sub-grid only where needed:
   block's reach inside or outside a layer is settled without looking at its voxels; otherwise the
   layer's distance is evaluated at the block's voxel centres. A voxel whose centre is further than
   half its diagonal from every surface that lies above its topmost covering layer is *pure*.
-- Pass 2 re-paints only the *mixed* voxels on ``sub`` = (si, sj, sk) sub-samples per voxel, layer by
-  layer, and only for the layers whose surface passes through the voxel.
+- Pass 2 re-paints only the *mixed* voxels at ``sub`` well-spread sub-sample points per voxel, layer
+  by layer, and only for the layers whose surface passes through the voxel.
 
 The result per voxel is the mean of the layers' material values over the sub-samples (the partial
 volume effect) and the label an annotator would draw: the labelled structure occupying most
@@ -88,9 +88,9 @@ class Raster:
         return out
 
     def labels(self, layer_labels: np.ndarray) -> np.ndarray:
-        """Annotator labelmap (uint8): the labelled structure filling at least half of a voxel; where
-        labelled structures together fill three quarters and none reaches half, the largest (at least
-        30%), so that structures touching inside a voxel stay touching."""
+        """Annotator labelmap (uint8): the labelled structure filling at least half of a voxel (the
+        larger one, should two fill exactly half each). Structures that touch inside a voxel fill it
+        together, so one of them gets it and they stay touching."""
         layer_labels = np.asarray(layer_labels, dtype=np.uint8)
         out = layer_labels[self.top]
         if self.mixed.size:
@@ -99,22 +99,25 @@ class Raster:
             for start in range(0, self.mixed.size, 65536):
                 sub = layer_labels[self.sub_layers[start:start + 65536]]
                 best = np.zeros(sub.shape[0], dtype=np.int32)
-                total = np.zeros(sub.shape[0], dtype=np.int32)
                 pick = np.zeros(sub.shape[0], dtype=np.uint8)
                 for value in np.unique(sub):
                     if value == 0:
                         continue
                     count = (sub == value).sum(axis=1, dtype=np.int32)
-                    total += count
                     better = count > best
                     best = np.where(better, count, best)
                     pick = np.where(better, value, pick)
-                # The structure filling at least half the voxel; where two labelled structures meet and
-                # together fill three quarters of it, the larger one (so touching structures touch).
-                keep = (2 * best >= n_sub) | ((4 * total >= 3 * n_sub) & (10 * best >= 3 * n_sub))
-                chosen[start:start + 65536] = np.where(keep, pick, 0)
+                chosen[start:start + 65536] = np.where(2 * best >= n_sub, pick, 0)
             out.ravel()[self.mixed] = chosen
         return out
+
+    def layer_fill(self, n_layers: int) -> np.ndarray:
+        """Exact filled volume of each layer in voxels (float64, from the sub-samples of mixed voxels)."""
+        pure = np.bincount(self.top.ravel(), minlength=n_layers).astype(np.float64)
+        if self.mixed.size:
+            pure -= np.bincount(self.top.ravel()[self.mixed], minlength=n_layers)
+            pure += np.bincount(self.sub_layers.ravel(), minlength=n_layers) / self.sub_layers.shape[1]
+        return pure
 
     def occupancy(self, layer_mask: np.ndarray) -> np.ndarray:
         """Fraction (float32 volume) of each voxel covered by the layers flagged in ``layer_mask``."""
@@ -128,11 +131,19 @@ def block_shape(spacing) -> tuple[int, int, int]:
     return tuple(max(2, int(round(2.5 / d))) for d in (dz, dy, dx))
 
 
-def sub_samples(spacing) -> tuple[int, int, int]:
-    """Sub-samples per voxel (si, sj, sk) for partial volume: 2 in-plane (3 beyond 0.55 mm), about one
-    per 0.6 mm along z (2 to 6)."""
-    dx, dy, dz = spacing
-    return (2 if dx <= 0.55 else 3, 2 if dy <= 0.55 else 3, int(np.clip(round(dz / 0.6), 2, 6)))
+def sub_samples(spacing) -> int:
+    """Sub-samples per mixed voxel: an odd number (no ties in the half-filled test), 9 for thin
+    slices and about one per 0.3 mm of slice thickness for thick ones."""
+    dz = spacing[2]
+    return 2 * max(4, 2 * int(round(dz / 0.6))) + 1
+
+
+def sub_offsets(n: int) -> np.ndarray:
+    """``n`` well-spread points in the voxel (fractional index offsets in [-0.5, 0.5), (n, 3) float32):
+    the R3 low-discrepancy sequence, whose projection on every axis is evenly stratified."""
+    g = 1.2207440846057596  # root of x^4 = x + 1
+    alpha = np.array([1 / g, 1 / g ** 2, 1 / g ** 3])
+    return (((0.5 + np.arange(1, n + 1)[:, None] * alpha) % 1.0) - 0.5).astype(F32)
 
 
 class _Blocks:
@@ -231,7 +242,7 @@ def _groups(layers: list[Layer]) -> list[tuple[Shape, list[tuple[int, float]]]]:
 def rasterise(layers: list[Layer], grid: Grid, sub=None, safety: float = 1.25, profile: dict | None = None) -> Raster:
     """Rasterise ``layers`` (painter's order; index 0 is whatever fills the rest, e.g. air) on ``grid``.
 
-    ``sub`` sub-samples per voxel (si, sj, sk), by default from :func:`sub_samples`. ``profile``, when
+    ``sub`` sub-samples per mixed voxel (odd), by default from :func:`sub_samples`. ``profile``, when
     given, receives seconds spent per group of layers (named by its first layer).
     """
     if len(layers) > 255:
@@ -300,9 +311,7 @@ def rasterise(layers: list[Layer], grid: Grid, sub=None, safety: float = 1.25, p
     top_flat = top.ravel()
     mixed_flat = mixed.ravel()
     mixed_idx = np.flatnonzero(mixed_flat)
-    si, sj, sk = sub
-    offsets = np.stack(np.meshgrid((np.arange(si) + 0.5) / si - 0.5, (np.arange(sj) + 0.5) / sj - 0.5,
-                                   (np.arange(sk) + 0.5) / sk - 0.5, indexing="ij"), axis=-1).reshape(-1, 3).astype(F32)
+    offsets = sub_offsets(sub)
     n_sub = offsets.shape[0]
     sub_layers = np.repeat(top_flat[mixed_idx][:, None], n_sub, axis=1)
     mixed_ijk = blocks.flat_to_ijk(mixed_idx)
