@@ -138,7 +138,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(out_dir=args.out, architecture=args.model, preset=args.preset, name=args.name,
                          spacing=tuple(args.spacing), input_size=tuple(args.input_size) if args.input_size else None,
                          fixed_inplane_size=args.fixed_inplane_size, folds=args.folds, fold=args.fold,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+                         loss=args.loss,
                          samples_per_epoch=args.samples_per_epoch, augment=not args.no_augment, seed=args.seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
                          description=args.description or "")
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=100)
     train.add_argument("--batch-size", type=int, default=None, help="patches (SV-Net, paper 4) or triplets (SEQ-UNET, paper 32)")
     train.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4 SV-Net, 5e-5 SEQ-UNET)")
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                       help="constant, or cosine decay to 2%% of --lr over the epochs")
     train.add_argument("--loss", default="paper", choices=["paper", "bce", "dice", "dice_ce"],
                        help="paper: sigmoid cross-entropy (SV-Net) / Dice (SEQ-UNET)")
     train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")

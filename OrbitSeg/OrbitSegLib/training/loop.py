@@ -65,6 +65,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int | None = None
     lr: float | None = None
+    lr_schedule: str = "constant"
     loss: str = "paper"
     samples_per_epoch: int | None = None
     augment: bool = True
@@ -89,6 +90,8 @@ class TrainConfig:
             raise OrbitSegError(f"fold {c.fold} is outside 0..{c.folds - 1}")
         if c.epochs < 1:
             raise OrbitSegError(f"epochs must be at least 1, got {c.epochs}")
+        if c.lr_schedule not in ("constant", "cosine"):
+            raise OrbitSegError(f"unknown learning-rate schedule {c.lr_schedule!r}; use constant or cosine")
         return c
 
 
@@ -183,6 +186,9 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     steps = max(1, math.ceil(samples / patches_per_step))
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
+        lr = _learning_rate(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         rng = np.random.default_rng([config.seed, fold, epoch])
         pipeline = augmentation(int(rng.integers(2 ** 31))) if config.augment else None
         order = rng.permutation(np.resize(np.arange(len(train_eyes)), steps * patches_per_step))
@@ -222,7 +228,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         if improved:
             save_checkpoint(fold_dir / "best.pt", model, card, half=config.half)
         row = {"fold": fold, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-               "val_dice": val_dice, "lr": config.lr, "seconds": time.perf_counter() - started}
+               "val_dice": val_dice, "lr": lr, "seconds": time.perf_counter() - started}
         _append_log(out / "training_log.csv", row)
         if writer is not None:
             for key in ("train_loss", "val_loss", "val_dice"):
@@ -264,11 +270,19 @@ def _validate(model, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, de
     return float(np.mean(losses)), float(np.mean(list(per_structure.values()))), per_structure
 
 
+def _learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The epoch's learning rate: constant, or cosine decay from ``lr`` to 2% of it over the epochs."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs)))
+
+
 def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, fold: int) -> str:
     n_train = len({e.case_id for e in train_eyes})
     n_val = len({e.case_id for e in val_eyes})
     return (f"{data_description or 'user data'}; fold {fold} of {config.folds}: {n_train} training studies "
-            f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g}, "
+            f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
+            f"({config.lr_schedule}), "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
             f"seed {config.seed}")
 

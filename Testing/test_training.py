@@ -1,0 +1,150 @@
+"""Training on a tiny phantom: the loss goes down, checkpoints carry their card, resume continues."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from OrbitSegLib import models, structures
+from OrbitSegLib.cli import main
+from OrbitSegLib.errors import CancelledError, OrbitSegError
+from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
+from OrbitSegLib.training.augment import augmentation, augmented_patch, seq_unet_batch, sv_net_batch
+from OrbitSegLib.training.data import prepare, studies_from_list
+from OrbitSegLib.training.losses import SegmentationLoss
+
+TINY_SV = {"widths": [4, 8, 8, 16, 16]}
+TINY_SEQ = {"widths": [4, 8, 8], "lstm1_hidden": 8, "lstm2_hidden": 4}
+SPEC = GridSpec((1.0, 1.0, 2.0), (48.0, 400.0), 16)
+
+
+@pytest.fixture(scope="module")
+def phantom_studies():
+    return studies_from_phantom(3, seed=7, small=True)
+
+
+@pytest.fixture(scope="module")
+def eyes(phantom_studies, tmp_path_factory):
+    return prepare(phantom_studies, SPEC, tmp_path_factory.mktemp("cache"))
+
+
+def test_prepared_eyes_hold_every_structure(eyes):
+    assert len(eyes) == 6 and {e.side for e in eyes} == {"right", "left"}
+    for eye in eyes:
+        assert eye.image.dtype == np.float16 and eye.classes.dtype == np.uint8
+        assert eye.image.shape == eye.classes.shape and all(n % 16 == 0 for n in eye.image.shape[1:])
+        assert 0.0 <= float(eye.image.min()) and float(eye.image.max()) <= 1.0
+        assert set(np.unique(eye.classes)) == set(range(structures.NUM_CLASSES))
+
+
+def test_cache_is_reused(phantom_studies, tmp_path):
+    first = prepare(phantom_studies[:1], SPEC, tmp_path)
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    broken = [type(s)(s.case_id, lambda: (_ for _ in ()).throw(AssertionError("reloaded")), s.source_key)
+              for s in phantom_studies[:1]]
+    second = prepare(broken, SPEC, tmp_path)
+    np.testing.assert_array_equal(first[0].classes, second[0].classes)
+
+
+def test_augmented_batches_have_network_shapes(eyes):
+    rng = np.random.default_rng(0)
+    pipeline = augmentation(0)
+    patches = [augmented_patch(e, 16, (64, 48), rng, pipeline) for e in eyes[:2]]
+    images, classes = sv_net_batch(patches)
+    assert images.shape == (2, 1, 16, 64, 48) and classes.shape == (2, 16, 64, 48)
+    assert set(torch.unique(classes).tolist()) <= set(range(structures.NUM_CLASSES))
+    images, classes = seq_unet_batch([augmented_patch(e, 8, (64, 48), rng, None) for e in eyes[:2]])
+    assert images.shape == (12, 3, 1, 64, 48) and classes.shape == (12, 64, 48)
+
+
+@pytest.mark.parametrize("architecture, config, loss, drop", [
+    ("sv-net", TINY_SV, "paper", 0.10), ("sv-net", TINY_SV, "dice_ce", 0.10), ("seq-unet", TINY_SEQ, "paper", 0.008)])
+def test_a_few_steps_reduce_the_loss(eyes, architecture, config, loss, drop):
+    """12 Adam steps on one batch lower the loss (Dice starts slowly from sigmoid(0) = 0.5 everywhere)."""
+    torch.manual_seed(0)
+    model = models.create(architecture, **config)
+    loss_fn = SegmentationLoss(loss, architecture, structures.NUM_CLASSES, model.head != "sigmoid_nobg")
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if architecture == "sv-net" else 1e-2)
+    rng = np.random.default_rng(0)
+    if architecture == "sv-net":
+        batch = sv_net_batch([augmented_patch(e, 16, (64, 48), rng, None) for e in eyes[:2]])
+    else:
+        batch = seq_unet_batch([augmented_patch(e, 5, (64, 48), rng, None) for e in eyes[:2]])
+    values = []
+    for _ in range(12):
+        loss_value = loss_fn(model(batch[0]), batch[1])
+        optimizer.zero_grad()
+        loss_value.backward()
+        optimizer.step()
+        values.append(loss_value.item())
+    assert values[-1] < values[0] - drop, values
+    assert np.mean(np.diff(values) < 0) > 0.7, values
+
+
+def test_fold_split_is_deterministic_and_disjoint():
+    ids = [f"c{i}" for i in range(10)]
+    folds = fold_split(ids, 4, seed=3)
+    assert folds == fold_split(ids, 4, seed=3)
+    assert sorted(sum(folds, [])) == sorted(ids) and len(folds) == 4
+    assert fold_split(ids, 1, seed=3) == [[]]
+
+
+def _config(tmp_path, **changes):
+    base = dict(out_dir=str(tmp_path / "run"), architecture="sv-net", model_config=TINY_SV, spacing=(1.0, 1.0, 2.0),
+                input_size=(48, 64, 16), folds=3, fold=0, epochs=2, batch_size=2, lr=1e-3, seed=1,
+                device="cpu", cache_dir=str(tmp_path / "cache"), name="tiny")
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
+    result = train(_config(tmp_path), phantom_studies, data_description="tiny phantom")
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "training_log.csv")))
+    assert [(r["fold"], r["epoch"]) for r in rows] == [("0", "1"), ("0", "2")]
+    assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in rows)
+    model, card = models.load_checkpoint(result.model_path)
+    assert card.architecture == "sv-net" and card.spacing == [1.0, 1.0, 2.0] and card.input_size == [48, 64, 16]
+    assert "tiny phantom" in card.training_data and "fold 0 of 3" in card.training_data
+    assert "val_dice_per_structure" in card.metrics
+    assert models.read_extra(run / "fold0" / "last.pt")["epoch"] == 2
+    # resume: two more epochs continue from epoch 2
+    train(_config(tmp_path, epochs=4), phantom_studies)
+    rows = list(csv.DictReader(open(run / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert models.read_extra(run / "fold0" / "last.pt")["epoch"] == 4
+
+
+def test_cancel_keeps_the_last_good_checkpoint(phantom_studies, tmp_path):
+    train(_config(tmp_path, epochs=1), phantom_studies)
+    last = tmp_path / "run" / "fold0" / "last.pt"
+    before = last.read_bytes()
+    calls = []
+    with pytest.raises(CancelledError, match="last good checkpoint"):
+        train(_config(tmp_path, epochs=3), phantom_studies, cancel=lambda: calls.append(1) or len(calls) > 1)
+    assert last.read_bytes() == before
+    assert models.read_extra(last)["epoch"] == 1
+
+
+def test_bad_training_settings(tmp_path):
+    with pytest.raises(OrbitSegError, match="fold 5"):
+        _config(tmp_path, fold=5).resolved()
+    with pytest.raises(OrbitSegError, match="unknown model"):
+        _config(tmp_path, architecture="unet").resolved()
+    with pytest.raises(OrbitSegError, match="study list not found"):
+        studies_from_list(tmp_path / "missing.csv")
+
+
+def test_train_command_on_a_phantom_study_list(tmp_path):
+    from OrbitSegLib.phantom import write_dataset
+    studies = write_dataset(tmp_path / "data", 3, seed=11, small=True)
+    code = main(["train", "--studies", str(studies), "--out", str(tmp_path / "run"), "--model", "seq-unet",
+                 "--spacing", "1", "1", "2", "--input-size", "48", "64", "3", "--folds", "3", "--fold", "1",
+                 "--epochs", "1", "--batch-size", "6", "--device", "cpu", "--name", "tiny-seq",
+                 "--progress", "none"])
+    assert code == 0
+    _, card = models.load_checkpoint(tmp_path / "run" / "tiny-seq.pt")
+    assert card.architecture == "seq-unet" and "study list" in card.training_data
