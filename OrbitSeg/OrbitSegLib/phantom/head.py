@@ -302,8 +302,12 @@ class HeadBuilder:
 
         def planes(x, y, z):
             u = s * x
-            medial = high + (low - high) * _smoothstep((floor - z) / F32(8.0))
-            return np.maximum(np.maximum(w.u_lat(y) - F32(0.5) - u, front - y), medial - u)
+            below = _smoothstep((floor - z) / F32(8.0))
+            medial = high + (low - high) * below
+            # Below the orbit the zygoma's body reaches further back before the infratemporal fossa.
+            start = front + F32(0.4) * np.maximum(floor - z, 0)
+            d = np.maximum(np.maximum(w.u_lat(y) - F32(0.5) - u, (start - y) * F32(0.93)), medial - u)
+            return d
 
         def temporalis(x, y, z):
             return lazy_max(x, y, z, [planes, self.shape.bone, lambda x, y, z: sq - self.brain(x, y, z)])

@@ -322,7 +322,7 @@ class Tube(Shape):
     axis across it (both mm). Between nodes everything is interpolated linearly. The ends are cut flat.
     """
 
-    CHUNK = 16384
+    CHUNK = 2048
 
     def __init__(self, points, thick, wide, thin_dirs=None):
         p = np.asarray(points, dtype=float)
@@ -371,23 +371,21 @@ class Tube(Shape):
         near = np.flatnonzero(((self.seg_lo - margin) <= hi).all(axis=1) & ((self.seg_hi + margin) >= lo).all(axis=1))
         if near.size == 0:
             near = np.arange(len(self.seglen))
-        n = x.size
-        best = np.full(n, np.inf, dtype=F32)
-        best_k = np.zeros(n, dtype=np.int32)
-        best_t = np.zeros(n, dtype=F32)
-        for k in near:
-            px, py, pz = (F32(v) for v in self.p[k])
-            tx, ty, tz = (F32(v) for v in self.tangent[k])
-            L = F32(self.seglen[k])
-            dx, dy, dz = x - px, y - py, z - pz
-            t = (dx * tx + dy * ty + dz * tz) / L
-            tc = np.clip(t, 0, 1) * L
-            ex, ey, ez = dx - tc * tx, dy - tc * ty, dz - tc * tz
-            d2 = ex * ex + ey * ey + ez * ez
-            better = d2 < best
-            best = np.where(better, d2, best)
-            best_k = np.where(better, k, best_k)
-            best_t = np.where(better, t, best_t)
+        # Nearest segment of every point, all candidate segments at once: (points, segments).
+        p = self.p[near].astype(F32)
+        tan = self.tangent[near].astype(F32)
+        length = self.seglen[near].astype(F32)
+        dx, dy, dz = x[:, None] - p[:, 0], y[:, None] - p[:, 1], z[:, None] - p[:, 2]
+        t = (dx * tan[:, 0] + dy * tan[:, 1] + dz * tan[:, 2]) / length
+        tc = np.clip(t, 0, 1) * length
+        dx -= tc * tan[:, 0]
+        dy -= tc * tan[:, 1]
+        dz -= tc * tan[:, 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        column = np.argmin(d2, axis=1)
+        rows = np.arange(x.size)
+        best_k = near[column].astype(np.int32)
+        best_t = t[rows, column]
         k = best_k
         t = best_t
         tcl = np.clip(t, 0, 1)
