@@ -159,7 +159,8 @@ def statistics(seed: int, n_cases: int) -> dict:
         info = case.info
         rows.append({"index": index, "tao": info["tao"], "volumes": info["volumes_cm3"], "seconds": seconds,
                      "protocol": info["scanner"]["protocol"], "spacing": info["spacing"], "size": info["size"],
-                     "enlargement": info["enlargement"], "proptosis": info["proptosis_mm"]})
+                     "enlargement": info["enlargement"], "proptosis": info["proptosis_mm"],
+                     "hertel": info["hertel_mm"], "true_volumes": info["true_volumes_cm3"]})
         print(f"case {index}: {info['scanner']['protocol']} {info['spacing']} tao={info['tao']} {seconds:.1f} s", flush=True)
     return {"seed": seed, "cases": rows}
 
@@ -200,6 +201,14 @@ def volume_table(stats: dict) -> str:
         ratio = np.mean(tao) / np.mean(normal) if normal and tao else float("nan")
         lines.append(f"| {s.display_name} | {LITERATURE[s.key]} | {_fmt(normal)} | {_fmt(tao)} | {ratio:.2f} |")
     n_tao = sum(r["tao"] for r in stats["cases"])
+    hertel = {flag: [row["hertel"][side] for row in stats["cases"] if row["tao"] == flag for side in structures.SIDES]
+              for flag in (False, True)}
+    gap = [abs(row["volumes"][side][s.key] - row["true_volumes"][side][s.key]) / row["true_volumes"][side][s.key]
+           for row in stats["cases"] for side in structures.SIDES for s in structures.STRUCTURES]
+    lines.append("")
+    lines.append(f"Hertel distance (corneal apex to lateral rim, mm): normal {_fmt(hertel[False])}, "
+                 f"TAO {_fmt(hertel[True])}. Labelmap volume vs exact volume: mean absolute difference "
+                 f"{100 * np.mean(gap):.1f}% (max {100 * np.max(gap):.1f}%).")
     lines.append("")
     lines.append(f"{len(stats['cases'])} cases (seed {stats['seed']}), {len(stats['cases']) - n_tao} normal and {n_tao} TAO, "
                  "both eyes each; volumes are labelmap voxel counts x voxel volume on each case's own grid.")

@@ -152,5 +152,7 @@ def _describe(seed, index, small, anatomy: Anatomy, scanner: Scanner, grid: Grid
         "true_volumes_cm3": true_volumes,
         "geometry": derived,
         "orbit_depth_mm": {side: round(o.depth, 2) for side, o in anatomy.orbits.items()},
+        "hertel_mm": {side: round(o.lateral_rim[1] - (o.globe_centre[1] - o.globe_radii[1]), 2)
+                      for side, o in anatomy.orbits.items()},
         "hu": {k: round(v, 1) for k, v in hu.items()},
     }
