@@ -45,17 +45,28 @@ def write_study_list(folder: Path, cases: int, seed: int) -> Path:
     return path
 
 
-def screenshot(report: Path, png: Path, width: int = 1280, height: int = 3000) -> None:
-    """Render ``report`` with headless Chromium (no network, a throw-away profile) into ``png``."""
+def screenshot(report: Path, png: Path, width: int = 1280, scale: float = 0.75) -> None:
+    """Render the whole of ``report`` with headless Chromium (no network, a throw-away profile) into ``png``:
+    a tall window, cropped below the page's end, scaled by ``scale`` and reduced to 256 colours."""
+    from PIL import Image
+    import numpy as np
+
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no Chromium found: apt-get install chromium")
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
+        raw = Path(profile) / "page.png"
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-                        "--hide-scrollbars", f"--window-size={width},{height}", f"--screenshot={png.resolve()}",
+                        "--hide-scrollbars", f"--window-size={width},12000", f"--screenshot={raw}",
                         report.resolve().as_uri()], check=True, capture_output=True, timeout=180)
+        image = Image.open(raw).convert("RGB")
+    pixels = np.asarray(image).astype(int)
+    content = np.nonzero((np.abs(pixels - pixels[-1, -1]).sum(axis=-1) > 10).any(axis=1))[0]
+    image = image.crop((0, 0, width, min(image.height, int(content.max()) + 24)))
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    image.quantize(256, method=Image.Quantize.FASTOCTREE).save(png, optimize=True)
 
 
 def main() -> int:
@@ -65,14 +76,14 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--screenshot", type=Path, default=None, help="PNG to write (default: OUT/report.png)")
-    parser.add_argument("--height", type=int, default=3000, help="screenshot height in pixels")
+    parser.add_argument("--scale", type=float, default=0.75, help="scale of the screenshot (1 = 1280 pixels wide)")
     args = parser.parse_args()
     studies = args.out / "data" / "demo_studies.csv"
     if not studies.is_file():
         studies = write_study_list(args.out / "data", args.cases, args.seed)
     code = orbitseg(["batch", str(studies), "--out", str(args.out / "results"), "--model", args.model])
     print(f"orbitseg batch exited with {code} (1 is expected: the demo has one missing study)")
-    screenshot(args.out / "results" / "report.html", args.screenshot or args.out / "report.png", height=args.height)
+    screenshot(args.out / "results" / "report.html", args.screenshot or args.out / "report.png", scale=args.scale)
     return 0
 
 

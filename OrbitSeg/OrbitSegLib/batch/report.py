@@ -94,6 +94,7 @@ def _fmt(value, digits: int = 3, signed: bool = False) -> str:
     number = _float(value)
     if not math.isfinite(number):
         return "–"
+    number = round(number, digits) + 0.0  # no "-0.0"
     return f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
 
 
