@@ -275,7 +275,7 @@ def test_worker_processes_and_dask_give_the_sequential_results(tmp_path, study_l
     from distributed import LocalCluster
 
     good = tmp_path / "good.csv"
-    rows = [r for r in read_rows(study_list) if r["id"] in GOOD or r["id"] == "missing"]
+    rows = [r for r in read_rows(study_list) if r["id"] in GOOD[:2] or r["id"] == "missing"]
     with open(good, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -289,7 +289,7 @@ def test_worker_processes_and_dask_give_the_sequential_results(tmp_path, study_l
                                                               scheduler=cluster.scheduler_address))
     reference = read_rows(tmp_path / "seq" / "volumes.csv")
     for summary in (sequential, processes, dask):
-        assert (summary.counts.done, summary.counts.failed) == (3, 1)
+        assert (summary.counts.done, summary.counts.failed) == (2, 1)
         assert [o.id for o in summary.failed] == ["missing"]
         rows = read_rows(summary.out_dir / "volumes.csv")
         assert [(r["id"], r["segment"]) for r in rows] == [(r["id"], r["segment"]) for r in reference]
@@ -303,7 +303,7 @@ def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, ti
 
     row = next(r for r in read_rows(study_list) if r["id"] == GOOD[0])
     many = tmp_path / "many.csv"
-    ids = [f"s{i:02d}" for i in range(10)]
+    ids = [f"s{i:02d}" for i in range(8)]
     many.write_text("id,image\n" + "".join(f"{i},{study_list.parent / row['image']}\n" for i in ids))
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "OrbitSeg" / "batch.py"), "--", str(many), "--out", str(out),
