@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from OrbitSegLib import structures  # noqa: E402
@@ -101,8 +102,9 @@ def case_figure(case, title: str, path: Path) -> None:
             ax.set_title(f"{name}{' + reference' if row else ''}", fontsize=10)
     info = case.info
     sp = info["spacing"]
-    fig.suptitle(f"{title}: {info['scanner']['protocol']} protocol, {sp[0]:.2f} x {sp[1]:.2f} x {sp[2]:.2f} mm, "
-                 f"noise {info['scanner']['noise_std']:.0f} HU, tao={info['tao']}", fontsize=11)
+    fig.suptitle(f"{title}: {sp[0]:.2f} x {sp[1]:.2f} x {sp[2]:.2f} mm (slice thickness "
+                 f"{info['scanner']['thickness']:.2f} mm), noise {info['scanner']['noise_std']:.0f} HU, "
+                 f"tao={info['tao']}", fontsize=11)
     handles = [matplotlib.lines.Line2D([], [], color=s.color, label=s.display_name) for s in structures.STRUCTURES]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
@@ -110,29 +112,97 @@ def case_figure(case, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def confuser_figure(case, path: Path) -> None:
-    """Zoomed coronal of the right superior muscle complex: levator on the superior rectus, SO."""
+CONFUSER_COLOURS = {
+    "levator": (1.0, 0.55, 0.0), "superior_oblique": (0.9, 0.0, 0.9), "superior_oblique_tendon": (0.9, 0.0, 0.9),
+    "trochlea": (1.0, 1.0, 1.0), "inferior_oblique": (0.55, 0.25, 1.0), "lacrimal_gland": (0.6, 1.0, 0.2),
+    "superior_ophthalmic_vein": (0.1, 0.3, 1.0), "ophthalmic_artery": (1.0, 0.1, 0.1),
+}
+
+
+def _tissue_slice(scene, axis: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise one slice of a case's grid (axis 1: coronal j, axis 0: sagittal i); returns the
+    dominant layer per voxel ``[k, other]`` and the layer names."""
+    from scipy import stats
+
+    from OrbitSegLib.phantom.render import Grid, rasterise
+
+    g = scene.grid
+    size, origin = list(g.size), list(g.origin)
+    size[axis] = 1
+    origin[axis] += index * g.spacing[axis]
+    raster = rasterise(scene.layers, Grid(tuple(size), g.spacing, tuple(origin), g.rotation, g.translation))
+    top = raster.top.copy()
+    if raster.mixed.size:
+        top.ravel()[raster.mixed] = stats.mode(raster.sub_layers, axis=1, keepdims=False).mode
+    return top.squeeze(), [layer.name for layer in scene.layers]
+
+
+def _tissue_rgb(top: np.ndarray, names: list[str], hu: np.ndarray) -> tuple[np.ndarray, set]:
+    grey = np.clip((hu[top] - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1) * 0.55
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    shown = set()
+    for value in np.unique(top):
+        side, _, rest = names[value].partition("_")
+        colour = CONFUSER_COLOURS.get(rest)
+        if side in structures.SIDES and colour is None and structures.STRUCTURE_KEYS.count(rest):
+            colour = tuple(0.5 + 0.5 * c for c in structures.structure(rest).color)
+        if colour is not None:
+            rgb[top == value] = colour
+            shown.add(rest)
+    return rgb, shown
+
+
+def confuser_figure(seed: int, index: int, path: Path) -> None:
+    """Coronal and sagittal cuts through the right superior rectus: CT, reference contours and the
+    tissue map (labelled structures pale, confusers coloured) of the same slice."""
+    from OrbitSegLib.phantom.case import case_scene
+    from OrbitSegLib.phantom.materials import draw_materials
+
+    kwargs = {"tao": False, "spacing": (0.3, 0.3, 0.6)}
+    case = generate_case(seed, index, **kwargs)
+    scene = case_scene(seed, index, **kwargs)
+    hu, _ = draw_materials(np.random.default_rng(0)).tables([layer.material for layer in scene.layers])
     ct, lab = _arrays(case)
     dx, dy, dz = case.ct.GetSpacing()
     sr = structures.label_value("right", "superior_rectus")
     k_sr, j_sr, i_sr = np.nonzero(lab == sr)
-    j = int(np.median(j_sr))
-    kc, ic = int(np.median(k_sr)), int(np.median(i_sr))
-    hk, hi = int(14 / dz), int(20 / dx)
-    a = ct[max(kc - hk, 0):kc + hk, j, max(ic - hi, 0):ic + hi][::-1]
-    l = lab[max(kc - hk, 0):kc + hk, j, max(ic - hi, 0):ic + hi][::-1]
-    extent = [0, a.shape[1] * dx, a.shape[0] * dz, 0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, contour in zip(axes, (False, True)):
-        ax.imshow(a, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], extent=extent, interpolation="nearest")
-        if contour:
-            _contours(ax, l, extent)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].set_title("coronal, right orbit (zoom)")
-    axes[1].set_title("reference: the levator above the SR and the superior oblique are not labelled")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    j, i = int(np.median(j_sr)), int(np.median(i_sr))
+    kc = int(np.median(k_sr)) - int(6 / dz)
+    ks = slice(max(kc - int(16 / dz), 0), kc + int(16 / dz))
+    rows = []
+    ic = slice(max(i - int(22 / dx), 0), i + int(22 / dx))
+    top, names = _tissue_slice(scene, 1, j)
+    rows.append(("coronal", ct[ks, j, ic], lab[ks, j, ic], top[ks, ic], dx))
+    jc = slice(max(int(np.min(j_sr)) - int(22 / dy), 0), int(np.max(j_sr)) + int(4 / dy))
+    top, _ = _tissue_slice(scene, 0, i)
+    rows.append(("sagittal", ct[ks, jc, i], lab[ks, jc, i], top[ks, jc], dy))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
+    shown_all = set()
+    for row, (name, img, lb, tp, step) in enumerate(rows):
+        img, lb, tp = img[::-1], lb[::-1], tp[::-1]
+        extent = [0, img.shape[1] * step, img.shape[0] * dz, 0]
+        rgb, shown = _tissue_rgb(tp, names, hu)
+        shown_all |= shown
+        for col in range(3):
+            ax = axes[row, col]
+            if col < 2:
+                ax.imshow(img, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], extent=extent, interpolation="nearest")
+            else:
+                ax.imshow(rgb, extent=extent, interpolation="nearest")
+            if col == 1:
+                _contours(ax, lb, extent)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_title(f"{name} through the right superior rectus")
+        axes[row, 1].set_title("reference labels")
+        axes[row, 2].set_title("tissue map (confusers coloured)")
+    handles = [matplotlib.patches.Patch(color=CONFUSER_COLOURS[k], label=k.replace("_", " ")) for k in CONFUSER_COLOURS
+               if k in shown_all]
+    handles += [matplotlib.patches.Patch(color=tuple(0.5 + 0.5 * c for c in s.color), label=s.display_name)
+                for s in structures.STRUCTURES if s.key in shown_all]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -143,8 +213,7 @@ def figures(seed: int) -> dict:
         case = generate_case(seed, 0 if not tao else 1, tao=tao, spacing=(0.33, 0.33, 0.6))
         out[name] = {"seconds": round(time.perf_counter() - t0, 2), "info": case.info}
         case_figure(case, f"{'TAO' if tao else 'Normal'} case", IMAGES / f"phantom_{name}.png")
-        if not tao:
-            confuser_figure(case, IMAGES / "phantom_confusers.png")
+    confuser_figure(seed, 0, IMAGES / "phantom_confusers.png")
     case = generate_case(seed, 2, tao=True, spacing=(0.45, 0.45, 3.0))
     case_figure(case, "Routine head CT, TAO", IMAGES / "phantom_thick_slices.png")
     return out

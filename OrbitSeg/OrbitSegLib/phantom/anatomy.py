@@ -24,8 +24,8 @@ RECTI = ("superior_rectus", "inferior_rectus", "medial_rectus", "lateral_rectus"
 RECTUS_TABLE = {
     "superior_rectus": ((4.1, 0.7), (6.0, 7.2), (7.0, 7.7), (5.0, 6.5), (9.5, 11.0)),
     "inferior_rectus": ((4.2, 0.7), (7.6, 8.8), (6.6, 6.9), (4.5, 6.0), (9.0, 10.5)),
-    "medial_rectus": ((4.2, 0.6), (8.4, 9.6), (5.3, 5.7), (3.0, 4.5), (9.5, 11.0)),
-    "lateral_rectus": ((3.4, 0.6), (8.8, 10.0), (6.7, 7.1), (7.0, 9.5), (8.5, 10.0)),
+    "medial_rectus": ((4.2, 0.6), (9.0, 10.2), (5.3, 5.7), (3.0, 4.5), (9.5, 11.0)),
+    "lateral_rectus": ((3.4, 0.6), (9.2, 10.4), (6.7, 7.1), (7.0, 9.5), (8.5, 10.0)),
 }
 # How often TAO enlarges each muscle (IR and MR most often).
 TAO_INVOLVEMENT = {"inferior_rectus": 0.9, "medial_rectus": 0.75, "superior_rectus": 0.5, "lateral_rectus": 0.35}
@@ -178,7 +178,7 @@ def draw_anatomy(rng: np.random.Generator, tao: bool) -> Anatomy:
     factors = _tao_factors(rng, severity) if tao else {s: {k: 1.0 for k in RECTI} for s in ("right", "left")}
     # Shared (both-eye) anatomy, then a little asymmetry per side.
     half_ipd = _u(rng, 29.0, 33.5)
-    globe_scale = _u(rng, 0.975, 1.06)
+    globe_scale = _u(rng, 0.982, 1.055)
     interorbital = _u(rng, 11.0, 14.0)
     depth = _u(rng, 39.0, 44.0)
     entrance_h = _u(rng, 33.0, 37.5)

@@ -56,6 +56,35 @@ def case_anatomy(seed: int, index: int, tao: bool | None = None) -> Anatomy:
     return _anatomy(_streams(seed, index)[0], tao)
 
 
+@dataclass
+class Scene:
+    """Everything :func:`generate_case` draws before rendering: anatomy, scanner, grid and layers."""
+
+    anatomy: Anatomy
+    scanner: Scanner
+    grid: Grid
+    layers: list[Layer]
+    derived: dict
+    rng_materials: np.random.Generator
+    rng_imaging: np.random.Generator
+
+
+def case_scene(seed: int, index: int, *, small: bool = False, tao: bool | None = None,
+               spacing: tuple[float, float, float] | None = None) -> Scene:
+    """The scene of a case (same arguments as :func:`generate_case`), e.g. to rasterise single slices."""
+    r_anat, r_mat, r_scan, r_grid, r_img = _streams(seed, index)
+    anatomy = _anatomy(r_anat, tao)
+    scanner = draw_scanner(r_scan, small)
+    if spacing is not None:
+        ratio = scanner.thickness / scanner.spacing[2]
+        scanner.protocol = "custom"
+        scanner.spacing = tuple(float(v) for v in spacing)
+        scanner.thickness = ratio * scanner.spacing[2]
+    grid = make_grid(anatomy, scanner, r_grid, small)
+    layers, derived = build_layers(anatomy)
+    return Scene(anatomy, scanner, grid, layers, derived, r_mat, r_img)
+
+
 def _image(array: np.ndarray, grid: Grid) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(grid.spacing)
@@ -73,15 +102,10 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     ``spacing`` (x, y, z mm) replaces the drawn scanner spacing (slice thickness at least the spacing).
     """
     t0 = time.perf_counter()
-    r_anat, r_mat, r_scan, r_grid, r_img = _streams(seed, index)
-    anatomy = _anatomy(r_anat, tao)
-    materials = draw_materials(r_mat, anatomy.severity if tao else 0.0)
-    scanner = draw_scanner(r_scan, small)
-    if spacing is not None:
-        scanner.spacing = tuple(float(v) for v in spacing)
-        scanner.thickness = max(scanner.thickness, scanner.spacing[2])
-    grid = make_grid(anatomy, scanner, r_grid, small)
-    layers, derived = build_layers(anatomy)
+    scene = case_scene(seed, index, small=small, tao=tao, spacing=spacing)
+    anatomy, scanner, grid, layers, derived = scene.anatomy, scene.scanner, scene.grid, scene.layers, scene.derived
+    materials = draw_materials(scene.rng_materials, anatomy.severity if anatomy.tao else 0.0)
+    r_img = scene.rng_imaging
     t_build = time.perf_counter()
 
     raster = rasterise(layers, grid, sub=9 if small else None)

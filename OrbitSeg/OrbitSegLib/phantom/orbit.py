@@ -110,9 +110,6 @@ class Walls:
     def u_lat(self, y):
         return self.profiles(y)["ul"]
 
-    def u_axis(self, y):
-        return self.profiles(y)["ua"]
-
     def z_roof(self, u, y, p=None):
         p = p or self.profiles(y)
         return p["roof"] - F32(self.o.roof_lateral_slope) * (u - p["ua"])
@@ -508,7 +505,6 @@ class OrbitBuilder:
         so = o.superior_oblique
         cu, yc, cz = o.canal
         origin = np.array([cu - 1.2, yc - 1.0, cz + 4.0])
-        u_t = float(w.u_med(F32(yc))) + 0.0
         y_t = float(w.rim_y(F32(o.medial_front + 3.0), F32(o.roof_front))) + 4.0
         u_tr = float(w.u_med(F32(y_t))) + 3.2
         z_tr = float(w.z_roof(F32(u_tr), F32(y_t))) - 3.4
@@ -519,7 +515,6 @@ class OrbitBuilder:
             u = float(w.u_med(F32(y))) + 1.0 + so["thick"] / 2
             z = float(w.z_roof(F32(u), F32(y))) - 1.0 - so["thick"] / 2
             mids.append([u, y, z])
-        del u_t
         pts = smooth_curve(np.vstack([origin, mids, trochlea_pt]), 32)
         s, _ = _arclength(pts)
         th = np.interp(s, [0, 0.12, 0.5, 0.72, 1], [1.4, so["thick"], so["thick"], so["tendon"], so["tendon"]])

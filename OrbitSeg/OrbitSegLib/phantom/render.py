@@ -62,9 +62,6 @@ class Grid:
     def anatomy_to_world(self, point) -> np.ndarray:
         return np.asarray(self.rotation, dtype=float) @ np.asarray(point, dtype=float) + np.asarray(self.translation)
 
-    def world_to_index(self, point) -> np.ndarray:
-        return (np.asarray(point, dtype=float) - np.asarray(self.origin)) / np.asarray(self.spacing)
-
 
 @dataclass
 class Raster:
@@ -88,9 +85,9 @@ class Raster:
         return out
 
     def labels(self, layer_labels: np.ndarray) -> np.ndarray:
-        """Annotator labelmap (uint8): the labelled structure filling at least half of a voxel (the
-        larger one, should two fill exactly half each). Structures that touch inside a voxel fill it
-        together, so one of them gets it and they stay touching."""
+        """Annotator labelmap (uint8): the labelled structure filling more than half of a voxel's
+        sub-samples (an odd number, so at most one does). Structures that touch inside a voxel fill it
+        together, so one of them usually gets it and they stay touching."""
         layer_labels = np.asarray(layer_labels, dtype=np.uint8)
         out = layer_labels[self.top]
         if self.mixed.size:
@@ -112,16 +109,12 @@ class Raster:
         return out
 
     def layer_fill(self, n_layers: int) -> np.ndarray:
-        """Exact filled volume of each layer in voxels (float64, from the sub-samples of mixed voxels)."""
+        """Filled volume of each layer in voxels (float64; mixed voxels counted by their sub-samples)."""
         pure = np.bincount(self.top.ravel(), minlength=n_layers).astype(np.float64)
         if self.mixed.size:
             pure -= np.bincount(self.top.ravel()[self.mixed], minlength=n_layers)
             pure += np.bincount(self.sub_layers.ravel(), minlength=n_layers) / self.sub_layers.shape[1]
         return pure
-
-    def occupancy(self, layer_mask: np.ndarray) -> np.ndarray:
-        """Fraction (float32 volume) of each voxel covered by the layers flagged in ``layer_mask``."""
-        return self.layer_values(np.asarray(layer_mask, dtype=F32))
 
 
 def block_shape(spacing) -> tuple[int, int, int]:

@@ -82,17 +82,6 @@ class Union(Shape):
         return d
 
 
-class Difference(Shape):
-    """Points inside ``a`` and outside ``b``."""
-
-    def __init__(self, a: Shape, b: Shape):
-        self.a, self.b = a, b
-        self._set_box(a.lo, a.hi)
-
-    def __call__(self, x, y, z):
-        return np.maximum(self.a(x, y, z), -self.b(x, y, z))
-
-
 class Offset(Shape):
     """The shape grown by ``amount`` mm (shrunk when negative)."""
 
@@ -107,29 +96,6 @@ class Offset(Shape):
         return d
 
 
-class Shell(Shape):
-    """The layer of a shape between its surface and ``thickness`` mm inside it."""
-
-    def __init__(self, shape: Shape, thickness: float):
-        self.shape, self.thickness = shape, F32(thickness)
-        self._set_box(shape.lo, shape.hi)
-
-    def __call__(self, x, y, z):
-        d = self.shape(x, y, z)
-        return np.maximum(d, -d - self.thickness)
-
-
-class Bounded(Shape):
-    """A shape with an explicitly given bounding box (for unbounded primitives such as half-spaces)."""
-
-    def __init__(self, shape: Shape, lo, hi):
-        self.shape = shape
-        self._set_box(lo, hi)
-
-    def __call__(self, x, y, z):
-        return self.shape(x, y, z)
-
-
 class Function(Shape):
     """Any function ``f(x, y, z) -> d`` with a given box (used for anatomy-specific composites)."""
 
@@ -139,21 +105,6 @@ class Function(Shape):
 
     def __call__(self, x, y, z):
         return self.fn(x, y, z).astype(F32, copy=False)
-
-
-class HalfSpace(Shape):
-    """Points with ``normal · p < offset`` (normal is normalised); unbounded box."""
-
-    def __init__(self, normal, offset: float):
-        n = np.asarray(normal, dtype=float)
-        length = np.linalg.norm(n)
-        self.n = (n / length).astype(F32)
-        self.offset = F32(offset / length)
-        self._set_box([-1e4] * 3, [1e4] * 3)
-
-    def __call__(self, x, y, z):
-        n = self.n
-        return x * n[0] + y * n[1] + z * n[2] - self.offset
 
 
 class Slab(Shape):
@@ -170,20 +121,6 @@ class Slab(Shape):
     def __call__(self, x, y, z):
         n = self.n
         return np.abs(x * n[0] + y * n[1] + z * n[2] - self.offset) - self.half
-
-
-def rotation_matrix(axis_x, axis_y=None) -> np.ndarray:
-    """Orthonormal 3×3 matrix whose columns are local x, y, z axes (x given, y made orthogonal)."""
-    ex = np.asarray(axis_x, dtype=float)
-    ex = ex / np.linalg.norm(ex)
-    if axis_y is None:
-        helper = np.array([0.0, 0.0, 1.0]) if abs(ex[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        axis_y = np.cross(helper, ex)
-    ey = np.asarray(axis_y, dtype=float)
-    ey = ey - ex * (ey @ ex)
-    ey /= np.linalg.norm(ey)
-    ez = np.cross(ex, ey)
-    return np.stack([ex, ey, ez], axis=1)
 
 
 def _local(x, y, z, centre, rotation):
