@@ -298,7 +298,7 @@ def test_worker_processes_and_dask_give_the_sequential_results(tmp_path, study_l
 
 
 def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, tiny_model):
-    """OrbitSeg/batch.py as PythonSlicer runs it; Ctrl-C stops the workers, keeps what finished, resumes."""
+    """OrbitSeg/OrbitSegScripts/batch.py as PythonSlicer runs it; Ctrl-C stops the workers, keeps what finished, resumes."""
     import psutil
 
     row = next(r for r in read_rows(study_list) if r["id"] == GOOD[0])
@@ -306,7 +306,7 @@ def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, ti
     ids = [f"s{i:02d}" for i in range(8)]
     many.write_text("id,image\n" + "".join(f"{i},{study_list.parent / row['image']}\n" for i in ids))
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "OrbitSeg" / "batch.py"), "--", str(many), "--out", str(out),
+    command = [sys.executable, str(REPO / "OrbitSeg" / "OrbitSegScripts" / "batch.py"), "--", str(many), "--out", str(out),
                "--model", str(tiny_model), "--device", "cpu", "--workers", "2", "--threads", "1", "--progress", "none"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 120
@@ -336,12 +336,12 @@ def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, ti
 
 
 def test_script_arguments_as_slicer_passes_them():
-    sys.path.insert(0, str(REPO / "OrbitSeg"))
+    sys.path.insert(0, str(REPO / "OrbitSeg" / "OrbitSegScripts"))
     try:
         import batch
     finally:
-        sys.path.remove(str(REPO / "OrbitSeg"))
-    script = str(REPO / "OrbitSeg" / "batch.py")
+        sys.path.remove(str(REPO / "OrbitSeg" / "OrbitSegScripts"))
+    script = str(REPO / "OrbitSeg" / "OrbitSegScripts" / "batch.py")
     assert batch.script_arguments([script, "--", "list.csv", "--out", "d"]) == ["list.csv", "--out", "d"]
     assert batch.script_arguments([script, "list.csv", "--out", "d"]) == ["list.csv", "--out", "d"]
     assert batch.script_arguments(["Slicer", "--no-splash", "--python-script", script, "--", "l.csv"]) == ["l.csv"]

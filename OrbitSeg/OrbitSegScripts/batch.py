@@ -1,19 +1,20 @@
 """OrbitSeg batch mode from 3D Slicer's Python: the same code as ``orbitseg batch``.
 
-    Slicer --no-splash --no-main-window --python-script <path>/OrbitSeg/batch.py -- STUDIES --out DIR [options]
-    PythonSlicer <path>/OrbitSeg/batch.py STUDIES --out DIR [options]
+    Slicer --no-splash --no-main-window --python-script <path>/OrbitSeg/OrbitSegScripts/batch.py -- STUDIES --out DIR [options]
+    PythonSlicer <path>/OrbitSeg/OrbitSegScripts/batch.py STUDIES --out DIR [options]
 
-``<path>/OrbitSeg`` is the folder holding this script and the ``OrbitSegLib`` package (in an installed
-extension: ``<extension>/lib/Slicer-X.Y/qt-scripted-modules``). The options are those of
+``<path>/OrbitSeg`` is the module folder holding the ``OrbitSegLib`` package and this script's folder (in
+an installed extension: ``<extension>/lib/Slicer-X.Y/qt-scripted-modules``). The script lives in a
+subfolder because Slicer loads every ``.py`` file at the top of a module folder as a module. The options are those of
 ``orbitseg batch --help``. The exit status is the command's: 0 all studies finished, 1 some failed,
 130 interrupted.
 """
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+MODULE_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if MODULE_FOLDER not in sys.path:
+    sys.path.insert(0, MODULE_FOLDER)
 
 
 def script_arguments(argv: list[str]) -> list[str]:

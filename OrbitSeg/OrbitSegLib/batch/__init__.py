@@ -1,5 +1,5 @@
 """Batch mode: the one segmentation pipeline over a study list, with volume tables, agreement
-statistics and an HTML report (used by ``orbitseg batch`` and by Slicer's ``OrbitSeg/batch.py``)."""
+statistics and an HTML report (used by ``orbitseg batch`` and by Slicer's ``OrbitSeg/OrbitSegScripts/batch.py``)."""
 from .runner import BatchConfig, BatchCounts, BatchSummary, StudyOutcome, run_batch, run_study
 from .studies import Study, StudyListError, read_studies
 

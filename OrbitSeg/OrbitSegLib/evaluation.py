@@ -1,0 +1,134 @@
+"""Accuracy summaries of a model over studies with references, beside the papers' published numbers.
+
+Input: long-format volume rows, one per study, side and structure, holding ``volume_cm3``,
+``reference_volume_cm3`` and the overlap metrics (what batch mode writes to ``volumes.csv``).
+Output: per structure and side the mean ± SD of IoU, Dice, VS, sensitivity and specificity; per
+structure the volume agreement (MAE, RMSE, Pearson R); and a markdown report.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from . import structures
+from .metrics import OVERLAP_METRICS
+from .tables import agreement_rows
+
+PAPER_SV_NET = {
+    "iou": {"superior_rectus": 0.760, "lateral_rectus": 0.818, "medial_rectus": 0.848, "inferior_rectus": 0.844,
+            "optic_nerve": 0.834},
+    "mae": {"superior_rectus": 0.085, "lateral_rectus": 0.080, "medial_rectus": 0.068, "inferior_rectus": 0.077,
+            "optic_nerve": 0.031},
+    "rmse": {"superior_rectus": 0.145, "lateral_rectus": 0.155, "medial_rectus": 0.146, "inferior_rectus": 0.178,
+             "optic_nerve": 0.153},
+    "pearson_r": {"superior_rectus": 0.986, "lateral_rectus": 0.990, "medial_rectus": 0.993, "inferior_rectus": 0.994,
+                  "optic_nerve": 0.997},
+}
+"""SV-Net (Xu et al. 2020), 9 test subjects: IoU, volume MAE/RMSE (cm³) and Pearson R per structure."""
+
+PAPER_SEQ_UNET = {"dice": {"globe": 0.86, "muscles": 0.54, "optic_nerve": 0.34, "all": 0.79},
+                  "vs": {"globe": 0.83, "muscles": 0.65, "optic_nerve": 0.80}}
+"""SEQ-UNET (Chung et al. 2022), 4-fold CV on 46 scans: Dice and VS for eyeball, all muscles, nerve."""
+
+MUSCLES = ("superior_rectus", "inferior_rectus", "medial_rectus", "lateral_rectus")
+
+
+def _values(rows: Iterable[dict], metric: str) -> np.ndarray:
+    out = []
+    for r in rows:
+        try:
+            value = float(r[metric])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            out.append(value)
+    return np.array(out, dtype=float)
+
+
+def overlap_summary(rows: Sequence[dict]) -> list[dict]:
+    """Mean and SD of each overlap metric per structure and side (``side = "both"`` pools the sides)."""
+    summary = []
+    for s in structures.STRUCTURES:
+        for side in ("both",) + structures.SIDES:
+            chosen = [r for r in rows if r["structure"] == s.key and side in ("both", r["side"])]
+            if not chosen:
+                continue
+            row = {"structure": s.key, "side": side, "n": len(chosen)}
+            for metric in OVERLAP_METRICS:
+                values = _values(chosen, metric)
+                row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+                row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            summary.append(row)
+    return summary
+
+
+def headline(rows: Sequence[dict]) -> dict[str, float]:
+    """Headline numbers: mean IoU over the five TAO structures, globe IoU, worst TAO-structure IoU,
+    mean muscle Dice, optic nerve Dice, and the worst per-structure Pearson R and MAE (pooled sides)."""
+    def mean_of(metric: str, keys: Sequence[str]) -> float:
+        values = _values([r for r in rows if r["structure"] in keys], metric)
+        return float(values.mean()) if len(values) else math.nan
+
+    per_structure_iou = [mean_of("iou", (k,)) for k in structures.TAO_KEYS]
+    agreement = [a for a in agreement_rows(rows) if a["side"] == "both"]
+    return {
+        "tao_mean_iou": float(np.mean(per_structure_iou)),
+        "tao_min_iou": float(np.min(per_structure_iou)),
+        "globe_iou": mean_of("iou", ("globe",)),
+        "muscle_dice": mean_of("dice", MUSCLES),
+        "optic_nerve_dice": mean_of("dice", ("optic_nerve",)),
+        "globe_dice": mean_of("dice", ("globe",)),
+        "min_pearson_r": float(np.nanmin([a["pearson_r"] for a in agreement])) if agreement else math.nan,
+        "max_mae": float(np.nanmax([a["mae"] for a in agreement])) if agreement else math.nan,
+    }
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_report(title: str, rows: Sequence[dict], model_note: str = "") -> str:
+    """A markdown section: overlap per structure and side, volume agreement, and the papers' numbers."""
+    lines = [f"### {title}", ""]
+    if model_note:
+        lines += [model_note, ""]
+    studies = len({r.get("id", r.get("study", "")) for r in rows})
+    lines += [f"{studies} held-out studies, {len(rows)} structure rows.", "",
+              "| structure | side | n | IoU | Dice | VS | sensitivity | specificity |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in overlap_summary(rows):
+        cells = [f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_sd'])}" if m != "specificity" else
+                 f"{_f(r[f'{m}_mean'], 5)}" for m in OVERLAP_METRICS]
+        lines.append(f"| {structures.structure(r['structure']).display_name} | {r['side']} | {r['n']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "| structure | n | MAE cm³ | RMSE cm³ | Pearson R | mean rel. error % | BA bias cm³ | BA 95% limits cm³ |",
+              "|---|---|---|---|---|---|---|---|"]
+    for a in agreement_rows(rows):
+        if a["side"] != "both":
+            continue
+        lines.append(f"| {structures.structure(a['structure']).display_name} | {a['n']} | {_f(a['mae'])} | "
+                     f"{_f(a['rmse'])} | {_f(a['pearson_r'], 4)} | {_f(a['relative_error_mean_pct'], 1)} | "
+                     f"{_f(a['bland_altman_bias'])} | {_f(a['bland_altman_lower'])} … {_f(a['bland_altman_upper'])} |")
+    h = headline(rows)
+    lines += ["", f"Headline: TAO-structure mean IoU {_f(h['tao_mean_iou'])} (lowest {_f(h['tao_min_iou'])}), "
+                  f"globe IoU {_f(h['globe_iou'])}, muscle Dice {_f(h['muscle_dice'])}, optic nerve Dice "
+                  f"{_f(h['optic_nerve_dice'])}, lowest volume Pearson R {_f(h['min_pearson_r'], 4)}, "
+                  f"largest volume MAE {_f(h['max_mae'])} cm³.", ""]
+    return "\n".join(lines)
+
+
+def papers_table() -> str:
+    """The papers' published numbers as markdown, for side-by-side reading."""
+    lines = ["| structure | SV-Net IoU | SV-Net MAE cm³ | SV-Net RMSE cm³ | SV-Net R |", "|---|---|---|---|---|"]
+    for key in structures.TAO_KEYS:
+        lines.append(f"| {structures.structure(key).display_name} | {PAPER_SV_NET['iou'][key]:.3f} | "
+                     f"{PAPER_SV_NET['mae'][key]:.3f} | {PAPER_SV_NET['rmse'][key]:.3f} | "
+                     f"{PAPER_SV_NET['pearson_r'][key]:.3f} |")
+    lines += ["", "| SEQ-UNET (paper) | eyeball | extraocular muscles | optic nerve | all |", "|---|---|---|---|---|",
+              f"| Dice | {PAPER_SEQ_UNET['dice']['globe']} | {PAPER_SEQ_UNET['dice']['muscles']} | "
+              f"{PAPER_SEQ_UNET['dice']['optic_nerve']} | {PAPER_SEQ_UNET['dice']['all']} |",
+              f"| VS | {PAPER_SEQ_UNET['vs']['globe']} | {PAPER_SEQ_UNET['vs']['muscles']} | "
+              f"{PAPER_SEQ_UNET['vs']['optic_nerve']} | – |"]
+    return "\n".join(lines)
