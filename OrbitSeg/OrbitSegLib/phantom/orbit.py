@@ -17,8 +17,8 @@ import numpy as np
 from .. import structures
 from .anatomy import RECTI, Orbit
 from .render import Layer
-from .shapes import (Ellipsoid, Function, Intersection, Offset, Shape, Tube, lazy_max, rounded_intersection,
-                     smooth_curve)
+from .shapes import (Ellipsoid, Function, Intersection, Offset, Shape, Tube, Union, lazy_max,
+                     rounded_intersection, smooth_curve)
 
 F32 = np.float32
 
@@ -481,24 +481,35 @@ class OrbitBuilder:
         return Ellipsoid(centre, [g["length"] / 2, g["width"] / 2, g["thick"] / 2], rot)
 
     def _levator(self) -> Shape:
+        """The levator: a layer of its own thickness moulded on the superior rectus's upper surface (no
+        fat between them), then the aponeurosis over the globe into the upper lid."""
         o, gl = self.o, self.globe
         sr = self.paths["superior_rectus"]
         lv = o.levator
         pts, th, dirs = sr["points"], sr["thick"], sr["dirs"]
-        n_body = int(np.searchsorted(np.linspace(0, 1, len(pts)), 0.72))
-        body = pts[:n_body] + dirs[:n_body] * (th[:n_body, None] / 2 + lv["thick"] / 2 + lv["gap"])
+        n_body = int(0.72 * len(pts))
+        s_body = np.linspace(0, 1, n_body)
+        lev_th = np.interp(s_body, [0, 0.2, 1], [1.0, lv["thick"], lv["thick"]])
+        lev_wide = np.interp(s_body, [0, 0.2, 1], [3.5, lv["wide"], lv["wide"] + 1.0])
+        # A band whose lower edge reaches the rectus's centre line, cut to the rectus grown by the levator
+        # thickness: what remains above the rectus (painted first, the rectus wins) hugs its surface.
+        centre = pts[:n_body] + dirs[:n_body] * (th[:n_body, None] / 2 + lv["gap"])
+        band = Tube(centre, th[:n_body] + 2 * lev_th, lev_wide, dirs[:n_body])
+        body = Intersection(band, Offset(Tube(pts, th, sr["wide"], dirs), float(lv["thick"] + lv["gap"])))
         top = gl.c[2] + gl.r[2]
+        start = pts[n_body - 1] + dirs[n_body - 1] * (th[n_body - 1] / 2 + lv["thick"] / 2 + lv["gap"])
         tail = np.array([
+            start,
             [gl.c[0], gl.c[1] - 1.0, top + 2.6],
             [gl.c[0], gl.c[1] - 7.5, gl.c[2] + gl.r[2] * 0.8 + 2.2],
             [gl.c[0], gl.c[1] - gl.r[1] + 0.2, gl.c[2] + 5.5],
         ])
-        control = np.vstack([body[::6], tail])
-        points = smooth_curve(control, 40)
+        points = smooth_curve(tail, 24)
         s, _ = _arclength(points)
-        thick = np.interp(s, [0, 0.15, 0.6, 0.78, 1], [1.0, lv["thick"], lv["thick"], 0.9, 0.6])
-        wide = np.interp(s, [0, 0.15, 0.6, 0.8, 1], [3.5, lv["wide"], lv["wide"] + 1.0, lv["apo_wide"], lv["apo_wide"]])
-        return Tube(points, thick, wide, self._thin_dirs(points, [0, 0, 1]))
+        thick = np.interp(s, [0, 0.3, 1], [lv["thick"], 0.9, 0.6])
+        wide = np.interp(s, [0, 0.4, 1], [lv["wide"] + 1.0, lv["apo_wide"], lv["apo_wide"]])
+        front = Tube(points, thick, wide, self._thin_dirs(points, [0, 0, 1]))
+        return Union(body, front)
 
     def _superior_oblique(self):
         o, w, gl = self.o, self.walls, self.globe
