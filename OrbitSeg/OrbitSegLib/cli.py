@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--spacing", type=float, nargs=3, default=(0.5, 0.5, 1.0), metavar=("X", "Y", "Z"),
                        help="model grid spacing in mm")
     train.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                       help="training patch in voxels (default 96 128 32 for SV-Net, 96 128 3 for SEQ-UNET)")
+                       help="training patch in voxels (default 80 80 32 for SV-Net, 80 80 3 for SEQ-UNET)")
     train.add_argument("--fixed-inplane-size", action="store_true",
                        help="resample every slice to the patch's in-plane size (the SEQ-UNET paper's 64x64)")
     train.add_argument("--folds", type=int, default=5, help="k of k-fold cross-validation (1: no validation)")

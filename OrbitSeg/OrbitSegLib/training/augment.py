@@ -1,7 +1,8 @@
 """Training patches: random windows of eye volumes, MONAI augmentation, and network-ready batches.
 
-A *patch* is a ``[z, y, x]`` window of one eye volume with a fixed in-plane size (cropped or padded
-around the centre) and its class map. SV-Net trains on patches of ``depth`` slices; SEQ-UNET on
+A *patch* is a ``[z, y, x]`` window of one eye volume with a fixed size (a random window where the
+eye is larger, padding where it is smaller) and its class map; the networks are fully convolutional,
+so they train on windows smaller than the eye and predict on the whole eye. SV-Net trains on patches of ``depth`` slices; SEQ-UNET on
 the slice triplets of a short patch, each labelled by its centre slice.
 
 Augmentation (MONAI, on the patch in 3D): translation, rotation, scaling, Gaussian noise,
@@ -49,7 +50,11 @@ def fit_inplane(array: np.ndarray, size_yx: tuple[int, int], fill: float) -> np.
 
 
 def sample_patch(eye: EyeVolume, depth: int, size_yx: tuple[int, int], rng: np.random.Generator):
-    """A random ``depth``-slice window of an eye: ``(image float32 [z, y, x], classes uint8 [z, y, x])``."""
+    """A random ``depth`` × ``size_yx`` window of an eye: ``(image float32 [z, y, x], classes uint8 [z, y, x])``.
+
+    The window's position is uniform along every axis where the eye is larger than the window; where it
+    is smaller the eye is padded (edge values along z, zeros in-plane).
+    """
     n = eye.image.shape[0]
     if n >= depth:
         start = int(rng.integers(0, n - depth + 1))
@@ -58,6 +63,11 @@ def sample_patch(eye: EyeVolume, depth: int, size_yx: tuple[int, int], rng: np.r
         before = (depth - n) // 2
         pad = ((before, depth - n - before), (0, 0), (0, 0))
         image, classes = np.pad(eye.image, pad, mode="edge"), np.pad(eye.classes, pad)
+    window = []
+    for n_axis, size in zip(image.shape[1:], size_yx):
+        start = int(rng.integers(0, n_axis - size + 1)) if n_axis > size else 0
+        window.append(slice(start, start + size))
+    image, classes = image[:, window[0], window[1]], classes[:, window[0], window[1]]
     return (fit_inplane(image.astype(np.float32), size_yx, 0.0),
             fit_inplane(classes, size_yx, 0).astype(np.uint8))
 

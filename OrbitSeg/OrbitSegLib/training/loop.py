@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 PAPER_LR = {"sv-net": 1e-4, "seq-unet": 5e-5}
 PAPER_BATCH = {"sv-net": 4, "seq-unet": 32}
-DEFAULT_INPUT_SIZE = {"sv-net": (96, 128, 32), "seq-unet": (96, 128, 3)}
+DEFAULT_INPUT_SIZE = {"sv-net": (80, 80, 32), "seq-unet": (80, 80, 3)}
 SEQ_PATCH_DEPTH = 8
 """SEQ-UNET trains on 8-slice patches, i.e. 6 triplets per augmented patch."""
 
