@@ -109,6 +109,26 @@ def cmd_batch(args) -> int:
     return 1 if counts.failed else 0
 
 
+def cmd_evaluate(args) -> int:
+    from .batch import BatchConfig
+    from .batch.progress import BatchProgress
+    from .evaluation import evaluate, phantom_studies
+
+    if (args.studies is None) == (args.phantom is None):
+        raise OrbitSegError("give either --studies LIST (with a reference column) or --phantom N")
+    studies = args.studies or phantom_studies(f"{args.out}/data", args.phantom, args.seed)
+    config = BatchConfig(model=args.model, device=args.device, options=_inference_options(args),
+                         workers=args.workers, threads=args.threads, force=args.force)
+    title = args.title or f"{args.model} on {'phantom seed %d' % args.seed if args.phantom else studies}"
+    progress = BatchProgress(args.progress)
+    try:
+        numbers = evaluate(studies, args.out, config, title, progress=progress)
+    finally:
+        progress.close()
+    print(open(f"{args.out}/accuracy.md", encoding="utf-8").read())
+    return 1 if numbers["failed_studies"] else 0
+
+
 def cmd_phantom(args) -> int:
     from .phantom import write_dataset
     from tqdm import tqdm
@@ -263,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--description", default=None, help="one-line model description for the model card")
     train.add_argument("--progress", default="text", choices=["text", "json", "none"])
     train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy of a model on studies with references or on fresh phantom cases",
+                                   description="Runs batch mode with references and writes accuracy.md (IoU, Dice, VS, "
+                                               "sensitivity, specificity per structure and side; volume MAE, RMSE, "
+                                               "Pearson R), overlap_summary.csv and headline.json into --out.")
+    evaluate.add_argument("--studies", default=None, help="study list with a reference column")
+    evaluate.add_argument("--phantom", type=int, default=None, metavar="N", help="evaluate on N fresh phantom cases")
+    evaluate.add_argument("--seed", type=int, default=999, help="phantom seed (keep it apart from training seeds)")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    evaluate.add_argument("--force", action="store_true", help="recompute finished studies")
+    evaluate.add_argument("--title", default=None, help="heading of the accuracy report")
+    evaluate.add_argument("--progress", default="text", choices=["text", "json", "none"])
+    _add_inference_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     models = commands.add_parser("models", help="list the models OrbitSeg can find, with their cards")
     models.set_defaults(func=cmd_models)

@@ -7,14 +7,18 @@ structure the volume agreement (MAE, RMSE, Pearson R); and a markdown report.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from . import structures
+from .imageio import atomic_path
 from .metrics import OVERLAP_METRICS
-from .tables import agreement_rows
+from .tables import agreement_rows, read_csv, write_csv
 
 PAPER_SV_NET = {
     "iou": {"superior_rectus": 0.760, "lateral_rectus": 0.818, "medial_rectus": 0.848, "inferior_rectus": 0.844,
@@ -132,3 +136,36 @@ def papers_table() -> str:
               f"| VS | {PAPER_SEQ_UNET['vs']['globe']} | {PAPER_SEQ_UNET['vs']['muscles']} | "
               f"{PAPER_SEQ_UNET['vs']['optic_nerve']} | – |"]
     return "\n".join(lines)
+
+
+def phantom_studies(folder: str | os.PathLike, cases: int, seed: int) -> Path:
+    """The study list of ``cases`` phantom cases of ``seed`` in ``folder``, generated unless already there."""
+    from .phantom import write_dataset
+
+    studies = Path(folder) / "studies.csv"
+    if studies.is_file() and len(read_csv(studies)) == cases:
+        return studies
+    return write_dataset(folder, cases, seed)
+
+
+def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, title: str, progress=None) -> dict:
+    """Run a model over studies with references (batch mode) and summarise its accuracy.
+
+    ``config`` is a :class:`batch.BatchConfig`. Writes the batch outputs into ``out_dir/results`` and
+    ``out_dir/accuracy.md``, ``out_dir/overlap_summary.csv`` and ``out_dir/headline.json``; returns
+    the headline numbers.
+    """
+    from .batch import run_batch
+
+    out = Path(out_dir)
+    summary = run_batch(studies, out / "results", config, progress=progress)
+    rows = [r for r in read_csv(summary.paths["volumes"]) if r.get("reference_volume_cm3", "") != ""]
+    numbers = headline(rows)
+    numbers["studies"] = len({r["id"] for r in rows})
+    numbers["failed_studies"] = summary.counts.failed
+    write_csv(overlap_summary(rows), out / "overlap_summary.csv")
+    with atomic_path(out / "accuracy.md") as tmp:
+        tmp.write_text(markdown_report(title, rows))
+    with atomic_path(out / "headline.json") as tmp:
+        tmp.write_text(json.dumps(numbers, indent=2))
+    return numbers

@@ -1,0 +1,67 @@
+"""Accuracy summaries and the evaluate command."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from OrbitSegLib import evaluation, models, structures
+from OrbitSegLib.cli import main
+
+
+def _rows(seed=0, studies=4):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in range(studies):
+        for side in structures.SIDES:
+            for s in structures.STRUCTURES:
+                ref = rng.uniform(0.4, 8.0)
+                rows.append({"id": f"s{n}", "side": side, "structure": s.key, "volume_cm3": ref * rng.uniform(0.9, 1.1),
+                             "reference_volume_cm3": ref, "iou": rng.uniform(0.6, 0.95), "dice": rng.uniform(0.7, 0.97),
+                             "vs": rng.uniform(0.8, 1.0), "sensitivity": rng.uniform(0.8, 1.0),
+                             "specificity": rng.uniform(0.999, 1.0)})
+    return rows
+
+
+def test_overlap_summary_means_and_sds():
+    rows = _rows()
+    summary = evaluation.overlap_summary(rows)
+    assert len(summary) == 6 * 3
+    row = next(r for r in summary if r["structure"] == "medial_rectus" and r["side"] == "left")
+    values = [r["iou"] for r in rows if r["structure"] == "medial_rectus" and r["side"] == "left"]
+    assert row["n"] == 4
+    assert row["iou_mean"] == pytest.approx(np.mean(values)) and row["iou_sd"] == pytest.approx(np.std(values, ddof=1))
+    both = next(r for r in summary if r["structure"] == "medial_rectus" and r["side"] == "both")
+    assert both["n"] == 8
+
+
+def test_headline_numbers():
+    rows = _rows()
+    h = evaluation.headline(rows)
+    per_structure = [np.mean([r["iou"] for r in rows if r["structure"] == k]) for k in structures.TAO_KEYS]
+    assert h["tao_mean_iou"] == pytest.approx(np.mean(per_structure))
+    assert h["tao_min_iou"] == pytest.approx(min(per_structure))
+    assert h["globe_iou"] == pytest.approx(np.mean([r["iou"] for r in rows if r["structure"] == "globe"]))
+    text = evaluation.markdown_report("demo", rows)
+    assert "| medial rectus | left | 4 |" in text and "Headline" in text
+    assert "0.760" in evaluation.papers_table()
+
+
+def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    net = models.create("sv-net", widths=[4, 4, 8, 8, 8])
+    models.save_checkpoint(folder / "tiny.pt", net, models.make_card(net, window=(48, 400), spacing=(1.0, 1.0, 2.0),
+                                                                     input_size=(32, 32, 16)))
+    from OrbitSegLib.phantom import write_dataset
+    studies = write_dataset(tmp_path / "data", 2, seed=5, small=True)
+    code = main(["evaluate", "--studies", str(studies), "--model", str(folder / "tiny.pt"), "--out",
+                 str(tmp_path / "eval"), "--device", "cpu", "--progress", "none"])
+    assert code == 0
+    numbers = json.loads((tmp_path / "eval" / "headline.json").read_text())
+    assert numbers["studies"] == 2 and numbers["failed_studies"] == 0
+    assert 0.0 <= numbers["globe_iou"] <= 1.0
+    assert "| globe | both | 4 |" in (tmp_path / "eval" / "accuracy.md").read_text()
