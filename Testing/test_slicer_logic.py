@@ -109,7 +109,7 @@ class BrightVoxelNet(torch.nn.Module):
 def bright_model() -> LoadedModel:
     card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=(0.5, 0.5, 1.0),
                             input_size=(32, 32, 16))
-    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"), patch_depth=16)
+    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"))
     return LoadedModel("bright", Path("bright"), card, predictor)
 
 

@@ -49,9 +49,11 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sv-net", help="model name (sv-net, seq-unet, or a trained one) or .pt path")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"],
                         help="auto uses a CUDA GPU when present and says so when it falls back to the CPU")
+    parser.add_argument("--window", type=int, default=None,
+                        help="SV-Net sliding-window depth in slices (default: the whole eye in one pass; paper: 32)")
     parser.add_argument("--overlap", type=float, default=0.5, help="SV-Net sliding-window overlap along z (0..1)")
     parser.add_argument("--step", type=int, default=None,
-                        help="SV-Net window step in slices (1 = the paper's protocol; overrides --overlap)")
+                        help="SV-Net window step in slices (--window 32 --step 1 is the paper's protocol; overrides --overlap)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows (SV-Net) or slice triplets (SEQ-UNET) per pass")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all available)")
 
@@ -59,7 +61,7 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
 def _inference_options(args):
     from .inference import InferenceOptions, configure_threads
     configure_threads(args.threads)
-    return InferenceOptions(overlap=args.overlap, step=args.step, batch_size=args.batch_size)
+    return InferenceOptions(window=args.window, overlap=args.overlap, step=args.step, batch_size=args.batch_size)
 
 
 def cmd_segment(args) -> int:

@@ -2,8 +2,10 @@
 
 - Device choice ``auto|cuda|cpu`` (``gpu`` = ``cuda``): auto picks CUDA when present and says so
   in the log when it falls back to the CPU; mixed precision (float16 autocast) on CUDA.
-- SV-Net (3D): MONAI sliding window along z over the full in-plane extent, with configurable
-  overlap; ``step=1`` reproduces the paper's protocol (32-slice window moved one slice at a time).
+- SV-Net (3D): by default the whole eye in one pass (the network is fully convolutional); or a MONAI
+  sliding window of ``window`` slices along z over the full in-plane extent, with configurable
+  overlap; ``window=32, step=1`` reproduces the paper's protocol (a 32-slice window moved one slice at
+  a time, which computes each slice up to 32 times).
 - SEQ-UNET (2D + ConvLSTM): consecutive-slice triplets ``(k-1, k, k+1)`` (edges replicated),
   batched ``batch_size`` triplets at a time.
 
@@ -79,11 +81,13 @@ def configure_threads(threads: int | None = None) -> int:
 class InferenceOptions:
     """How to run a model.
 
-    ``overlap``: SV-Net window overlap fraction along z; ``step``: SV-Net window step in slices
-    (overrides overlap; 1 = the paper's protocol); ``batch_size``: windows (SV-Net) or triplets
-    (SEQ-UNET) per forward pass; ``blend``: MONAI blending of overlapping windows.
+    ``window``: SV-Net window depth in slices (``None``: the whole eye in one pass); ``overlap``: window
+    overlap fraction along z; ``step``: window step in slices (overrides overlap; 1 = the paper's
+    protocol); ``batch_size``: windows (SV-Net) or triplets (SEQ-UNET) per forward pass; ``blend``:
+    MONAI blending of overlapping windows.
     """
 
+    window: int | None = None
     overlap: float = 0.5
     step: int | None = None
     batch_size: int = 4
@@ -94,12 +98,11 @@ class Predictor:
     """A network in eval mode on a device, turning a windowed volume into class scores.
 
     ``architecture`` is ``"sv-net"`` (3D, input ``(B, 1, D, H, W)``) or ``"seq-unet"`` (input
-    ``(B, 3, 1, H, W)``, output for the centre slice); ``head`` one of :data:`HEADS`;
-    ``patch_depth`` the SV-Net window depth in slices.
+    ``(B, 3, 1, H, W)``, output for the centre slice); ``head`` one of :data:`HEADS`.
     """
 
     def __init__(self, network: torch.nn.Module, architecture: str, head: str, device: DeviceChoice,
-                 patch_depth: int = 32, options: InferenceOptions = InferenceOptions()):
+                 options: InferenceOptions = InferenceOptions()):
         if head not in HEADS:
             raise OrbitSegError(f"unknown model head {head!r}; expected one of {HEADS}")
         if architecture not in ("sv-net", "seq-unet"):
@@ -108,7 +111,6 @@ class Predictor:
         self.architecture = architecture
         self.head = head
         self.device = device
-        self.patch_depth = int(patch_depth)
         self.options = options
 
     def _autocast(self):
@@ -138,11 +140,11 @@ class Predictor:
 
     def _predict_3d(self, volume: np.ndarray, cancel) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None].to(self.device.device)
-        depth = self.patch_depth
+        depth = min(self.options.window or volume.shape[0], volume.shape[0])
         overlap = self.options.overlap
         if self.options.step is not None:
             overlap = 1.0 - float(self.options.step) / depth
-        overlap = min(max(overlap, 0.0), (depth - 1) / depth)
+        overlap = min(max(overlap, 0.0), (depth - 1) / depth) if depth > 1 else 0.0
 
         def run(window: torch.Tensor) -> torch.Tensor:
             if cancel is not None and cancel():

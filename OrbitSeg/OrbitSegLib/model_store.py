@@ -84,7 +84,6 @@ def load_model(ref: str | os.PathLike = DEFAULT_MODEL, device: str | DeviceChoic
     choice = device if isinstance(device, DeviceChoice) else select_device(device)
     path = resolve_model(ref)
     network, card = checkpoint.load_checkpoint(path, device=str(choice.device))
-    predictor = Predictor(network, card.architecture, card.head, choice,
-                          patch_depth=card.patch_depth, options=options)
+    predictor = Predictor(network, card.architecture, card.head, choice, options=options)
     log.info("loaded model %s (%s) from %s on %s", path.stem, card.architecture, path, choice.device)
     return LoadedModel(path.stem, path, card, predictor)

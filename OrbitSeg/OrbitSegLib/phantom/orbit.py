@@ -195,7 +195,8 @@ def _profile(s, s_belly, s_junction, origin, belly, tendon, insertion=None):
     return np.where(s <= s_belly, rise, np.where(s <= s_junction, fall, tail))
 
 
-def _arclength(points: np.ndarray) -> np.ndarray:
+def _arclength(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Normalised cumulative arc length (0..1) of a polyline and its total length (mm)."""
     seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
     return s / s[-1], float(s[-1])

@@ -249,8 +249,7 @@ def _validate(model, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, de
     if not val_eyes:
         return math.nan, math.nan, {}
     model.eval()
-    predictor = Predictor(model, config.architecture, model.head, device,
-                          patch_depth=config.input_size[2], options=InferenceOptions(batch_size=4))
+    predictor = Predictor(model, config.architecture, model.head, device, options=InferenceOptions(batch_size=4))
     losses, dice = [], {s.key: [] for s in structures.STRUCTURES}
     for eye in val_eyes:
         start = max(0, (eye.image.shape[0] - depth) // 2)
