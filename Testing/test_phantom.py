@@ -99,6 +99,18 @@ def test_tao_is_drawn_for_about_half_the_cases():
     assert case_anatomy(1, 0, tao=True).tao and not case_anatomy(1, 0, tao=False).tao
 
 
+def test_forcing_tao_keeps_the_head():
+    normal, tao = case_anatomy(5, 2, tao=False), case_anatomy(5, 2, tao=True)
+    for side in structures.SIDES:
+        a, b = normal.orbits[side], tao.orbits[side]
+        assert a.globe_radii == b.globe_radii and a.canal == b.canal
+        assert all(m.enlargement == 1.0 for m in a.muscles.values())
+        assert max(m.enlargement for m in b.muscles.values()) >= 1.0
+        assert [m.belly_thick for m in a.muscles.values()] == [m.belly_thick for m in b.muscles.values()]
+    assert max(max(m.enlargement for m in o.muscles.values()) for o in tao.orbits.values()) >= 1.3
+    assert normal.head == tao.head
+
+
 def test_scanner_protocols_vary_widely():
     rng = np.random.default_rng(0)
     scanners = [draw_scanner(rng) for _ in range(300)]

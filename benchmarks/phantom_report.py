@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import time
@@ -294,7 +295,10 @@ def timing_table(stats: dict, timed: list[dict]) -> str:
     lines.append("")
     lines.append("Over the table's cases (random protocols): " + ", ".join(
         f"{p} {np.mean(v):.1f} s mean ({len(v)} cases)" for p, v in sorted(by_protocol.items())) + ".")
-    lines.append(f"Measured on one core of {platform.processor() or platform.machine()} ({platform.python_version()}).")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines.append(f"Measured in one process (one core) on {platform.machine()}, {os.cpu_count()} cores, Python "
+                 f"{platform.python_version()}, with a load average of {load:.1f} at the end of the run (other jobs "
+                 "sharing the machine make these upper bounds).")
     return "\n".join(lines)
 
 

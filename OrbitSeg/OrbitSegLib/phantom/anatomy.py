@@ -174,8 +174,11 @@ def _muscles(rng, factors: dict[str, float], shared: dict[str, float]) -> dict[s
 
 def draw_anatomy(rng: np.random.Generator, tao: bool) -> Anatomy:
     """Draw one head's anatomy; ``tao`` selects thyroid-associated ophthalmopathy."""
-    severity = _u(rng, 0.25, 1.0) if tao else 0.0
-    factors = _tao_factors(rng, severity) if tao else {s: {k: 1.0 for k in RECTI} for s in ("right", "left")}
+    # The TAO draws are always made, so a case with and without TAO is the same head.
+    drawn_severity = _u(rng, 0.25, 1.0)
+    drawn_factors = _tao_factors(rng, drawn_severity)
+    severity = drawn_severity if tao else 0.0
+    factors = drawn_factors if tao else {s: {k: 1.0 for k in RECTI} for s in ("right", "left")}
     # Shared (both-eye) anatomy, then a little asymmetry per side.
     half_ipd = _u(rng, 29.0, 33.5)
     globe_scale = _u(rng, 0.982, 1.055)
@@ -190,8 +193,9 @@ def draw_anatomy(rng: np.random.Generator, tao: bool) -> Anatomy:
         j = lambda s=1.0: float(rng.normal(0, s))  # noqa: E731 - small asymmetry jitter
         f = factors[side]
         enlarged = np.mean([v - 1 for v in f.values()])
-        fat = float(np.clip(1.0 + (rng.uniform(0.15, 1.0) * 0.4 * severity if tao else j(0.02)), 0.96, 1.4))
-        proptosis = float(np.clip(((fat - 1) / 0.4 * 4.0 + enlarged * 3.0 + j(0.8)) if tao else j(0.8), -1.5, 9.0))
+        fat_tao, fat_normal = rng.uniform(0.15, 1.0) * 0.4 * severity, j(0.02)
+        fat = float(np.clip(1.0 + (fat_tao if tao else fat_normal), 0.96, 1.4))
+        proptosis = float(np.clip((fat - 1) / 0.4 * 4.0 * tao + enlarged * 3.0 + j(0.8), -1.5, 9.0))
         scale = globe_scale * (1 + j(0.01))
         radii = [12.1 * scale * (1 + j(0.012)), 11.85 * scale * (1 + j(0.012)), 11.75 * scale * (1 + j(0.012))]
         g = half_ipd + j(0.4)
@@ -243,19 +247,19 @@ def draw_anatomy(rng: np.random.Generator, tao: bool) -> Anatomy:
                    "d_mid": nerve_shared["d_mid"] + j(0.1), "d_apex": _u(rng, 4.0, 4.6),
                    "csf": _u(rng, 0.35, 0.8), "dura": _u(rng, 0.35, 0.5), "s_amp": _u(rng, 0.3, 1.0),
                    "sag": _u(rng, -0.3, 1.0), "phase": _u(rng, -0.3, 0.3)},
-            levator={"thick": _u(rng, 1.4, 2.2) * (1 + (severity * _u(rng, 0, 0.6) if tao else 0)),
+            levator={"thick": _u(rng, 1.4, 2.2) * (1 + severity * _u(rng, 0, 0.6)),
                      "wide": _u(rng, 6.0, 8.5), "apo_wide": _u(rng, 12.0, 17.0), "gap": _u(rng, -0.15, 0.15)},
-            superior_oblique={"thick": _u(rng, 2.5, 3.6) * (1 + (severity * _u(rng, 0, 0.4) if tao else 0)),
+            superior_oblique={"thick": _u(rng, 2.5, 3.6) * (1 + severity * _u(rng, 0, 0.4)),
                               "tendon": _u(rng, 1.0, 1.6), "trochlea_calcified": float(rng.uniform() < 0.25)},
-            inferior_oblique={"thick": _u(rng, 2.0, 3.0) * (1 + (severity * _u(rng, 0, 0.4) if tao else 0)),
+            inferior_oblique={"thick": _u(rng, 2.0, 3.0) * (1 + severity * _u(rng, 0, 0.4)),
                               "wide": _u(rng, 4.5, 6.5)},
-            gland={"length": _u(rng, 16.0, 22.0) * (1 + (severity * _u(rng, 0, 0.25) if tao else 0)),
+            gland={"length": _u(rng, 16.0, 22.0) * (1 + severity * _u(rng, 0, 0.25)),
                    "width": _u(rng, 9.0, 13.0), "thick": _u(rng, 3.5, 5.5), "shift": _u(rng, -2.0, 2.0)},
-            vessels={"sov": _u(rng, 1.4, 2.6) * (1 + (severity * _u(rng, 0, 0.5) if tao else 0)),
+            vessels={"sov": _u(rng, 1.4, 2.6) * (1 + severity * _u(rng, 0, 0.5)),
                      "artery": _u(rng, 0.9, 1.5), "small": float(rng.integers(4, 10)),
                      "seed": float(rng.integers(0, 2 ** 31))},
             lids={"thick": _u(rng, 1.2, 2.2), "open": float(rng.uniform() < 0.65),
-                  "fissure": _u(rng, 7.0, 10.5) + (_u(rng, 0, 3) if tao else 0.0), "width": _u(rng, 13.0, 15.5),
+                  "fissure": _u(rng, 7.0, 10.5) + _u(rng, 0, 3) * tao, "width": _u(rng, 13.0, 15.5),
                   "septum_gap": _u(rng, 1.5, 3.0) + 8.0 * (fat - 1)},
         )
     head = Head(

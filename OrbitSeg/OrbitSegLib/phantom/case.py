@@ -79,7 +79,7 @@ def case_scene(seed: int, index: int, *, small: bool = False, tao: bool | None =
         ratio = scanner.thickness / scanner.spacing[2]
         scanner.protocol = "custom"
         scanner.spacing = tuple(float(v) for v in spacing)
-        scanner.thickness = ratio * scanner.spacing[2]
+        scanner.thickness = scanner.spacing[2] * (ratio if scanner.spacing[2] < 2.0 else 1.0)
     grid = make_grid(anatomy, scanner, r_grid, small)
     layers, derived = build_layers(anatomy)
     return Scene(anatomy, scanner, grid, layers, derived, r_mat, r_img)

@@ -61,8 +61,8 @@ def draw_materials(rng: np.random.Generator, tao_activity: float = 0.0) -> Mater
     for name, (low, high, amplitude) in RANGES.items():
         hu[name] = float(rng.uniform(low, high))
         texture[name] = amplitude * float(rng.uniform(0.6, 1.4))
-    if tao_activity > 0:
-        hu["rectus"] = float(np.clip(hu["rectus"] - 6 * tao_activity * rng.uniform(0, 1), 25, 65))
-        hu["orbital_fat"] = float(np.clip(hu["orbital_fat"] + 10 * tao_activity * rng.uniform(0, 1), -120, -75))
+    oedema, inflammation = rng.uniform(0, 1, 2)
+    hu["rectus"] = float(np.clip(hu["rectus"] - 6 * tao_activity * oedema, 25, 65))
+    hu["orbital_fat"] = float(np.clip(hu["orbital_fat"] + 10 * tao_activity * inflammation, -120, -75))
     hu["confuser_muscle"] = float(np.clip(hu["rectus"] + rng.normal(0, 3), 25, 65))
     return Materials(hu, texture)
