@@ -55,8 +55,8 @@ def test_left_eye_is_mirrored_in_the_array():
     array = sitk.GetArrayFromImage(image)
     array[:, :, 35:] = 200  # large LPS x = patient left = lateral for the left eye
     image = make_image(array, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
-    left = P.image_to_grid(image, P.model_grid(image, "left", (1.0, 1.0, 1.0)), 48, 400)
-    right = P.image_to_grid(image, P.model_grid(image, "right", (1.0, 1.0, 1.0)), 48, 400)
+    left = P.image_to_grid(image, P.model_grid(image, "left", (1.0, 1.0, 1.0), context_mm=(0, 0, 0)), 48, 400)
+    right = P.image_to_grid(image, P.model_grid(image, "right", (1.0, 1.0, 1.0), context_mm=(0, 0, 0)), 48, 400)
     assert left[:, :, :5].mean() > 0.85 and left[:, :, 5:].max() < 0.5
     assert right[:, :, 35:].mean() > 0.85
 

@@ -61,7 +61,7 @@ def test_augmented_batches_have_network_shapes(eyes):
 
 
 @pytest.mark.parametrize("architecture, config, loss, drop", [
-    ("sv-net", TINY_SV, "paper", 0.10), ("sv-net", TINY_SV, "dice_ce", 0.10), ("seq-unet", TINY_SEQ, "paper", 0.008)])
+    ("sv-net", TINY_SV, "paper", 0.10), ("sv-net", TINY_SV, "dice_ce", 0.10), ("seq-unet", TINY_SEQ, "paper", 0.02)])
 def test_a_few_steps_reduce_the_loss(eyes, architecture, config, loss, drop):
     """12 Adam steps on one batch lower the loss (Dice starts slowly from sigmoid(0) = 0.5 everywhere)."""
     torch.manual_seed(0)

@@ -114,7 +114,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
         with stages.stage("resample", share, f"Preparing the {label}"):
             region = crop(image, lo, hi)
             grid = model_grid(region, eye, card.spacing, card.size_multiple, card.inplane_size)
-            volume = image_to_grid(region, grid, *card.window)
+            volume = image_to_grid(image, grid, *card.window)
         with stages.stage("model", share + 0.1 / len(sides), f"Segmenting the {label} with {model.name}"):
             scores = model.predictor.predict(volume, cancel)
         with stages.stage("resample", share + 0.6 / len(sides), f"Resampling the {label} to the CT grid"):

@@ -17,6 +17,10 @@ DEFAULT_WINDOW = (48.0, 400.0)
 
 AIR_HU = -1000.0
 
+CONTEXT_MM = (0.0, 0.0, 6.0)
+"""Context (x, y, z mm) the model sees beyond each side of the VOI box: a radiologist's start/end
+slices hug the muscles, and the network needs the tissue above and below them."""
+
 
 def window(hu: np.ndarray, level: float = DEFAULT_WINDOW[0], width: float = DEFAULT_WINDOW[1]) -> np.ndarray:
     """Clip HU to ``[level - width/2, level + width/2]`` and scale to 0..1 (float32, same shape)."""
@@ -30,8 +34,9 @@ def window(hu: np.ndarray, level: float = DEFAULT_WINDOW[0], width: float = DEFA
 
 
 def model_grid(crop: sitk.Image, side: str, spacing: tuple[float, float, float],
-               multiple: int = 1, inplane_size: tuple[int, int] | None = None) -> sitk.Image:
-    """An empty float32 reference image: the model grid covering ``crop``'s physical extent.
+               multiple: int = 1, inplane_size: tuple[int, int] | None = None,
+               context_mm: tuple[float, float, float] = CONTEXT_MM) -> sitk.Image:
+    """An empty reference image: the model grid covering ``crop``'s physical extent plus ``context_mm``.
 
     ``spacing`` is (x, y, z) mm. Sizes are rounded up to a multiple of ``multiple`` by growing the
     grid symmetrically. With ``inplane_size = (nx, ny)`` the in-plane size is fixed and the in-plane
@@ -40,7 +45,8 @@ def model_grid(crop: sitk.Image, side: str, spacing: tuple[float, float, float],
     size = np.array(crop.GetSize())
     corners = np.array([[i, j, k, 1.0] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
     lps = (ijk_to_lps(crop) @ corners.T).T[:, :3]
-    lo, hi = lps.min(axis=0), lps.max(axis=0)
+    lo = lps.min(axis=0) - np.asarray(context_mm, dtype=float)
+    hi = lps.max(axis=0) + np.asarray(context_mm, dtype=float)
     spacing = np.array(spacing, dtype=float)
     if inplane_size is not None:
         spacing[:2] = (hi[:2] - lo[:2]) / (np.array(inplane_size, dtype=float) - 1)
@@ -63,10 +69,10 @@ def model_grid(crop: sitk.Image, side: str, spacing: tuple[float, float, float],
     return grid
 
 
-def image_to_grid(crop: sitk.Image, grid: sitk.Image, level: float, width: float) -> np.ndarray:
-    """The crop resampled (linear) onto the model grid and windowed: float32 ``[z, y, x]`` in 0..1."""
-    resampled = sitk.Resample(sitk.Cast(crop, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear,
-                              AIR_HU, sitk.sitkFloat32)
+def image_to_grid(image: sitk.Image, grid: sitk.Image, level: float, width: float) -> np.ndarray:
+    """An image (the whole CT, so the context around the VOI is real tissue) resampled (linear) onto
+    the model grid and windowed: float32 ``[z, y, x]`` in 0..1. Outside the image: air."""
+    resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
     return window(sitk.GetArrayViewFromImage(resampled), level, width)
 
 

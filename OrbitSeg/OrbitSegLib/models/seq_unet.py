@@ -89,6 +89,9 @@ class SeqUNet(nn.Module):
                                       _block(w2 + w1, w1, 1)])
         self.lstm2 = BiConvLSTM(w1, lstm2_hidden, lstm2_layers, tied_directions=tied_directions)
         self.classifier = nn.Conv2d(lstm2_hidden, out_channels, 1)
+        # Prior of the sigmoid heads: each structure covers a small part of a slice, so start at
+        # p = sigmoid(-2) ≈ 0.12 instead of 0.5 everywhere (faster, steadier early training with Dice loss).
+        nn.init.constant_(self.classifier.bias, -2.0)
 
     @staticmethod
     def size_multiple_for(config: dict) -> int:

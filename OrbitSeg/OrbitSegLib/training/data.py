@@ -150,7 +150,7 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
         hi = tuple(min(n - 1, v) for v, n in zip(hi, ct.GetSize()))
         region = crop(ct, lo, hi)
         grid = model_grid(region, side, spec.spacing, spec.multiple, spec.inplane_size)
-        image = image_to_grid(region, grid, *spec.window).astype(np.float16)
+        image = image_to_grid(ct, grid, *spec.window).astype(np.float16)
         values = labels_to_grid(labels, grid)
         offset = structures.SIDE_OFFSET[side]
         own = (values > offset) & (values <= offset + len(structures.STRUCTURES))
