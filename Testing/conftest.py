@@ -1,9 +1,16 @@
 """Shared fixtures: synthetic CT volumes with known geometry, and a deterministic intensity model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
+
+from OrbitSegLib import models, structures
+from OrbitSegLib.inference import Predictor, select_device
+from OrbitSegLib.model_store import LoadedModel
 
 ROTATIONS = {
     "lps": np.eye(3),
@@ -70,3 +77,35 @@ def head_phantom(direction: np.ndarray = np.eye(3), spacing=(0.6, 0.6, 1.2), siz
 def direction(request) -> np.ndarray:
     """Each of the LPS, RAS, flipped and oblique directions."""
     return ROTATIONS[request.param]
+
+
+BLOBS = {"right": (-31.0, 2.0, 1.0), "left": (31.0, 2.0, 1.0)}  # bright balls inside each globe
+BLOB_RADIUS = 4.5
+
+
+class BrightVoxelNet(torch.nn.Module):
+    """A fixed 1×1×1 "model": class 1 (globe) where the windowed intensity exceeds 0.7 (≈130 HU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, structures.NUM_CLASSES, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-10.0)
+            self.conv.weight[0], self.conv.bias[0] = -40.0, 28.0
+            self.conv.weight[1], self.conv.bias[1] = 40.0, -28.0
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def bright_model(spacing=(0.5, 0.5, 1.0)) -> LoadedModel:
+    card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=spacing,
+                            input_size=(32, 32, 16))
+    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"))
+    return LoadedModel("bright", Path("bright"), card, predictor)
+
+
+def blob_phantom(direction=np.eye(3), spacing=(0.6, 0.6, 1.2)):
+    blobs = [(c, BLOB_RADIUS, 300) for c in BLOBS.values()]
+    return head_phantom(direction, spacing=spacing, blobs=blobs)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 import torch
 from scipy import stats
 
-from conftest import ROTATIONS
+from conftest import ROTATIONS, blob_phantom, bright_model
 from OrbitSegLib import models, structures
 from OrbitSegLib.batch import BatchConfig, StudyListError, read_studies, run_batch
 from OrbitSegLib.batch.overlay import eye_views
@@ -26,7 +26,6 @@ from OrbitSegLib.cli import main
 from OrbitSegLib.imageio import read_image, same_grid, write_image
 from OrbitSegLib.phantom import write_dataset
 from OrbitSegLib.segio import read_reference
-from test_pipeline import blob_phantom, bright_model
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = ("phantom_5_0000", "phantom_5_0001", "phantom_5_0002")

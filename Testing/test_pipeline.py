@@ -5,7 +5,6 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,47 +12,15 @@ import SimpleITK as sitk
 import slicerio
 import torch
 
-from conftest import ROTATIONS, head_phantom
+from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model
 from OrbitSegLib import models, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.imageio import read_image, same_grid, write_image
-from OrbitSegLib.inference import InferenceOptions, Predictor, select_device
-from OrbitSegLib.model_store import LoadedModel, load_model
+from OrbitSegLib.inference import InferenceOptions
+from OrbitSegLib.model_store import load_model
 from OrbitSegLib.pipeline import run_segmentation, segment_image
 from OrbitSegLib.segio import read_reference
 from OrbitSegLib.voi import VOI
-
-BLOB = {"right": (-31.0, 2.0, 1.0), "left": (31.0, 2.0, 1.0)}  # bright balls inside each globe
-BLOB_RADIUS = 4.5
-
-
-class BrightVoxelNet(torch.nn.Module):
-    """A fixed 1×1×1 "model": class 1 (globe) where the windowed intensity exceeds 0.7 (≈130 HU)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, structures.NUM_CLASSES, 1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.bias.fill_(-10.0)
-            self.conv.weight[0], self.conv.bias[0] = -40.0, 28.0
-            self.conv.weight[1], self.conv.bias[1] = 40.0, -28.0
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-def bright_model(spacing=(0.5, 0.5, 1.0)) -> LoadedModel:
-    card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=spacing,
-                            input_size=(32, 32, 16))
-    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"))
-    return LoadedModel("bright", Path("bright"), card, predictor)
-
-
-def blob_phantom(direction=np.eye(3), spacing=(0.6, 0.6, 1.2)):
-    blobs = [(c, BLOB_RADIUS, 300) for c in BLOB.values()]
-    return head_phantom(direction, spacing=spacing, blobs=blobs)
-
 
 @pytest.mark.parametrize("orientation", list(ROTATIONS))
 def test_blob_lands_at_its_physical_point_on_the_input_grid(orientation):
@@ -61,7 +28,7 @@ def test_blob_lands_at_its_physical_point_on_the_input_grid(orientation):
     result = segment_image(image, bright_model())
     assert same_grid(result.labelmap, image)
     labels = sitk.GetArrayFromImage(result.labelmap)
-    for side, centre in BLOB.items():
+    for side, centre in BLOBS.items():
         mask = labels == structures.label_value(side, "globe")
         assert mask.sum() > 0, side
         kji = np.argwhere(mask).mean(axis=0)

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 from monai.metrics import DiceMetric, MeanIoU
 from scipy import stats

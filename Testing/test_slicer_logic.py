@@ -23,12 +23,11 @@ import SimpleITK as sitk
 import slicerio
 import torch
 
-from conftest import ROTATIONS, head_phantom, make_image
+from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model, head_phantom, make_image
 from OrbitSegLib import imageio, models, structures
 from OrbitSegLib.cli import build_parser
 from OrbitSegLib.errors import OrbitSegError
-from OrbitSegLib.inference import Predictor, select_device
-from OrbitSegLib.model_store import LoadedModel, available_models
+from OrbitSegLib.model_store import available_models
 from OrbitSegLib.segio import read_reference
 from OrbitSegLib.voi import suggest_voi
 
@@ -51,8 +50,6 @@ if slicer is not None:
 
 needs_slicer = pytest.mark.skipif(slicer is None, reason="slicer-core (headless MRML) is not installed")
 
-BLOBS = {"right": (-31.0, 2.0, 1.0), "left": (31.0, 2.0, 1.0)}  # bright balls inside each globe (LPS mm)
-BLOB_RADIUS = 4.5
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 
 
@@ -88,33 +85,6 @@ def volume_node(scene, image, name="CT"):
 
 def ras_of_index(node, ijk):
     return (geometry.ijk_to_ras(node) @ np.append(np.asarray(ijk, float), 1.0))[:3]
-
-
-class BrightVoxelNet(torch.nn.Module):
-    """A fixed 1×1×1 "model": globe where the windowed intensity exceeds 0.7 (≈130 HU), else background."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, structures.NUM_CLASSES, 1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.bias.fill_(-10.0)
-            self.conv.weight[0], self.conv.bias[0] = -40.0, 28.0
-            self.conv.weight[1], self.conv.bias[1] = 40.0, -28.0
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-def bright_model() -> LoadedModel:
-    card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=(0.5, 0.5, 1.0),
-                            input_size=(32, 32, 16))
-    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"))
-    return LoadedModel("bright", Path("bright"), card, predictor)
-
-
-def blob_phantom(direction):
-    return head_phantom(direction, blobs=[(c, BLOB_RADIUS, 300) for c in BLOBS.values()])
 
 
 def constant_checkpoint(path: Path, class_index: int = 1) -> Path:
