@@ -1,8 +1,9 @@
 """Batch throughput: studies per minute with 1 worker process against N worker processes.
 
-    python benchmarks/batch_throughput.py --out /tmp/batch_bench [--cases 8] [--workers 1 2] [--model MODEL.pt]
+    python benchmarks/batch_throughput.py --out /tmp/batch_bench [--cases 8] [--workers 1 2] [--model MODEL.pt] [--full]
 
-Writes ``--cases`` small phantom cases (seed 99) once, then runs ``orbitseg batch --force`` over them
+Writes ``--cases`` small phantom cases (seed 99; with ``--full`` full-size ones at their drawn scanner
+protocols) once, then runs ``orbitseg batch --force`` over them
 for each worker count (threads split as the batch does: cores // workers each) and prints a Markdown
 table of wall time and studies per minute, including worker start-up (model load) and the report.
 Without ``--model`` it uses OrbitSeg's default-size SV-Net with random weights on a 0.5 × 0.5 × 1 mm
@@ -38,19 +39,21 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--full", action="store_true", help="full-size phantom cases instead of small ones")
     args = parser.parse_args()
-    studies = args.out / "data" / "studies.csv"
+    kind = "full-size" if args.full else "small"
+    studies = args.out / f"data-{kind}" / "studies.csv"
     if not studies.is_file():
-        write_dataset(args.out / "data", args.cases, 99, small=True)
+        write_dataset(studies.parent, args.cases, 99, small=not args.full)
     model = args.model or str(default_size_model(args.out / "sv-net-random.pt"))
-    print(f"{args.cases} small phantom studies, model {model}, {available_cores()} cores "
+    print(f"{args.cases} {kind} phantom studies, model {model}, {available_cores()} cores "
           f"({os.cpu_count()} in the machine)\n")
     print("| workers | threads each | wall time (s) | studies / minute |")
     print("|---|---|---|---|")
     for workers in args.workers:
         config = BatchConfig(model=model, device="cpu", workers=workers, force=True)
         start = time.perf_counter()
-        summary = run_batch(studies, args.out / f"results_{workers}", config)
+        summary = run_batch(studies, args.out / f"results-{kind}-{workers}", config)
         seconds = time.perf_counter() - start
         assert summary.counts.done == args.cases, summary.failed
         threads = max(1, available_cores() // workers)
