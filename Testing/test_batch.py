@@ -79,7 +79,7 @@ def study_list(tmp_path_factory) -> Path:
     ]
     columns = ["id", "image", "reference", "start_slice", "end_slice", "group"]
     path = folder / "batch_studies.csv"
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
@@ -132,7 +132,7 @@ def test_batch_outputs_errors_agreement_report_and_resume(tmp_path, study_list, 
         np.testing.assert_array_equal(sitk.GetArrayFromImage(segmentation),
                                       sitk.GetArrayFromImage(read_image(folder / "labels.nii.gz")))
         assert (folder / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        marker = json.loads((folder / "batch.json").read_text())
+        marker = json.loads((folder / "batch.json").read_text(encoding="utf-8"))
         assert marker["id"] == study_id and marker["model"] == "tiny-sv"
 
     # long table: 12 rows per good study in list order, the extra column carried, same values as per study
@@ -171,14 +171,14 @@ def test_batch_outputs_errors_agreement_report_and_resume(tmp_path, study_list, 
     assert report.count("data:image/png;base64,") == len(GOOD)
     assert report.count("data:image/svg+xml;base64,") == 3  # scatter, Bland–Altman, asymmetry
     assert all(s in report for s in GOOD) and "end slice 999 is outside the image" in report
-    log = (out / "batch.log").read_text()
+    log = (out / "batch.log").read_text(encoding="utf-8")
     assert all(f"{s}: done" in log for s in GOOD) and "badref: FAILED at read reference" in log
 
     # a rerun skips the finished studies (files untouched) and rebuilds the same tables
     before = output_mtimes(out)
     assert run_cli(study_list, out, tiny_model) == 1
     assert output_mtimes(out) == before
-    log = (out / "batch.log").read_text().split("=== orbitseg")[-1]
+    log = (out / "batch.log").read_text(encoding="utf-8").split("=== orbitseg")[-1]
     assert all(f"{s}: skipped" in log for s in GOOD) and f"{GOOD[0]}: done" not in log
     assert read_rows(out / "volumes.csv") == volumes and read_rows(out / "agreement.csv") == agreement
     assert {r["id"] for r in read_rows(out / "errors.csv")} == set(BAD)
@@ -194,7 +194,7 @@ def test_batch_outputs_errors_agreement_report_and_resume(tmp_path, study_list, 
 def test_good_list_exits_zero_and_json_progress(tmp_path, study_list, tiny_model, capsys):
     good = tmp_path / "good.tsv"
     rows = [r for r in read_rows(study_list) if r["id"] in GOOD[:2]]
-    with open(good, "w", newline="") as handle:
+    with open(good, "w", newline="", encoding="utf-8") as handle:
         handle.write("id\timage\tside\n")
         for r in rows:
             handle.write(f"{r['id']}\t{study_list.parent / r['image']}\tOD\n")
@@ -219,7 +219,7 @@ def test_study_list_problems_are_reported_together_before_any_work(tmp_path, tin
                    "b/2,c.nii.gz,x,,3\n"
                    "c3,d.nii.gz,4.5,up,4\n"
                    "d4,,,,5\n"
-                   "e5,e.nii.gz,,,6,surplus\n")
+                   "e5,e.nii.gz,,,6,surplus\n", encoding="utf-8")
     with pytest.raises(StudyListError) as info:
         read_studies(bad)
     problems = info.value.problems
@@ -235,15 +235,15 @@ def test_study_list_problems_are_reported_together_before_any_work(tmp_path, tin
     assert "7 problems in the study list, nothing was run" in err and not out.exists()
 
     reserved = tmp_path / "reserved.csv"
-    reserved.write_text("id,image\nerrors.csv,a.nii.gz\n")
+    reserved.write_text("id,image\nerrors.csv,a.nii.gz\n", encoding="utf-8")
     with pytest.raises(StudyListError, match="'errors.csv' is the name of a batch output file"):
         read_studies(reserved)
     header = tmp_path / "header.csv"
-    header.write_text("id\timage\nx\ty.nii.gz\n")
+    header.write_text("id\timage\nx\ty.nii.gz\n", encoding="utf-8")
     with pytest.raises(StudyListError, match="missing columns id, image .*use commas in a .csv file"):
         read_studies(header)
     clash = tmp_path / "clash.csv"
-    clash.write_text("id,image,volume_cm3\nx,y.nii.gz,1\n")
+    clash.write_text("id,image,volume_cm3\nx,y.nii.gz,1\n", encoding="utf-8")
     with pytest.raises(StudyListError, match="volume_cm3 would clash"):
         read_studies(clash)
 
@@ -261,7 +261,7 @@ def test_study_list_paths_sides_and_extra_columns(tmp_path):
     path = tmp_path / "sub" / "list.tsv"
     path.write_text("id\t image \tReference\tside\tend_slice\tvisit date\n"
                     f"p1\tct/p1.nii.gz\t\tOS\t12.0\t2024-01-02\n"
-                    f"p2\t{tmp_path}/abs.nrrd\tref.seg.nrrd\t\t\t\n")
+                    f"p2\t{tmp_path}/abs.nrrd\tref.seg.nrrd\t\t\t\n", encoding="utf-8")
     first, second = read_studies(path)
     assert first.image == tmp_path / "sub" / "ct" / "p1.nii.gz" and first.reference is None
     assert (first.side, first.end_slice, first.start_slice) == ("left", 12, None)
@@ -275,7 +275,7 @@ def test_worker_processes_and_dask_give_the_sequential_results(tmp_path, study_l
 
     good = tmp_path / "good.csv"
     rows = [r for r in read_rows(study_list) if r["id"] in GOOD[:2] or r["id"] == "missing"]
-    with open(good, "w", newline="") as handle:
+    with open(good, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({**r, "image": str(study_list.parent / r["image"]),
@@ -303,14 +303,14 @@ def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, ti
     row = next(r for r in read_rows(study_list) if r["id"] == GOOD[0])
     many = tmp_path / "many.csv"
     ids = [f"s{i:02d}" for i in range(8)]
-    many.write_text("id,image\n" + "".join(f"{i},{study_list.parent / row['image']}\n" for i in ids))
+    many.write_text("id,image\n" + "".join(f"{i},{study_list.parent / row['image']}\n" for i in ids), encoding="utf-8")
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "OrbitSeg" / "OrbitSegScripts" / "batch.py"), "--", str(many), "--out", str(out),
                "--model", str(tiny_model), "--device", "cpu", "--workers", "2", "--threads", "1", "--progress", "none"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, encoding="utf-8")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "batch.log").is_file() and ": done in" in (out / "batch.log").read_text():
+        if (out / "batch.log").is_file() and ": done in" in (out / "batch.log").read_text(encoding="utf-8"):
             break
         time.sleep(0.2)
     workers = psutil.Process(proc.pid).children(recursive=True)
@@ -324,12 +324,12 @@ def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, ti
     finished = [i for i in ids if (out / i / "batch.json").is_file()]
     assert 1 <= len(finished) < len(ids)
     assert sorted({r["id"] for r in read_rows(out / "volumes.csv")}) == finished
-    assert "interrupted" in (out / "report.html").read_text()
+    assert "interrupted" in (out / "report.html").read_text(encoding="utf-8")
 
     rerun = [arg if arg != "2" else "1" for arg in command]  # one worker is enough to finish
-    done = subprocess.run(rerun, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(rerun, capture_output=True, text=True, cwd=tmp_path, encoding="utf-8")
     assert done.returncode == 0, done.stderr
-    log = (out / "batch.log").read_text().split("=== orbitseg")[-1]
+    log = (out / "batch.log").read_text(encoding="utf-8").split("=== orbitseg")[-1]
     assert all(f"{i}: skipped" in log for i in finished)
     assert {r["id"] for r in read_rows(out / "volumes.csv")} == set(ids)
 

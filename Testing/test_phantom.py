@@ -213,7 +213,7 @@ def test_write_case_round_trip(tmp_path, small_case):
         labels = read_reference(reference)
         assert same_grid(labels, small_case.labels)
         assert np.array_equal(sitk.GetArrayFromImage(labels), arrays(small_case)[1])
-    info = json.loads((tmp_path / "case_a" / "info.json").read_text())
+    info = json.loads((tmp_path / "case_a" / "info.json").read_text(encoding="utf-8"))
     assert info["id"] == "case_a" and info["start_slice"] == small_case.info["start_slice"]
 
 
@@ -222,9 +222,9 @@ def test_write_dataset_writes_cases_and_a_study_list(tmp_path):
     path = write_dataset(tmp_path / "set", 2, seed=7, small=True, progress=lambda done, total: calls.append((done, total)))
     assert path == tmp_path / "set" / "studies.csv"
     assert calls == [(1, 2), (2, 2)]
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         assert handle.readline().strip() == "id,image,reference,start_slice,end_slice"
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["id"] for r in rows] == ["phantom_7_0000", "phantom_7_0001"]
     for row in rows:

@@ -78,12 +78,12 @@ def test_run_segmentation_writes_outputs_with_reference(tmp_path):
     back = read_reference(out / "segmentation.seg.nrrd")
     assert same_grid(back, read_image(ct_path))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(result.labelmap))
-    rows = list(csv.DictReader(open(out / "volumes.csv")))
+    rows = list(csv.DictReader(open(out / "volumes.csv", encoding="utf-8")))
     assert len(rows) == 12 and rows[0]["segment"] == "Right globe"
     assert float(rows[0]["dice"]) == pytest.approx(1.0) and float(rows[0]["difference_cm3"]) == 0.0
-    agreement = list(csv.DictReader(open(out / "agreement.csv")))
+    agreement = list(csv.DictReader(open(out / "agreement.csv", encoding="utf-8")))
     assert {r["structure"] for r in agreement} >= {"globe"}
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert VOI.from_dict(run["voi"]) == result.voi and run["model"] == "bright"
     assert set(run["timings_s"]) >= {"read", "voi", "resample", "model", "postprocess"}
 
@@ -157,7 +157,7 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message
     if message == "CUDA" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv, "--progress", "none"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("orbitseg: error:") and message in lines[-1]

@@ -413,9 +413,9 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     written = imageio.read_image(job.ct_path)
     assert imageio.same_grid(written, image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(image))
-    assert json.loads(job.voi_path.read_text()) == voi.to_dict()
+    assert json.loads(job.voi_path.read_text(encoding="utf-8")) == voi.to_dict()
 
-    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=600, encoding="utf-8")
     assert done.returncode == 0, done.stderr[-2000:]
     splitter = jobs.LineSplitter()
     lines = splitter.feed(done.stderr) + splitter.flush()
@@ -434,12 +434,12 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     assert len(globes) == 2 and all(r["volume_cm3"] > 1.0 for r in globes)  # the constant model fills each box
     others = [r for r in tablenodes.table_node_rows(table) if r["structure"] != "globe"]
     assert all(r["volume_cm3"] == 0 for r in others)
-    with open(job.out_dir / "volumes.csv", newline="") as handle:
+    with open(job.out_dir / "volumes.csv", newline="", encoding="utf-8") as handle:
         written_rows = list(csv.DictReader(handle))
     assert [float(r["volume_cm3"]) for r in written_rows] == pytest.approx([r["volume_cm3"] for r in shown.rows], rel=1e-5)
 
     bad = mrml.logic.prepare_job(ct, tmp_path / "bad", str(model), device="cpu", start=500, end=600)
-    failed = subprocess.run(jobs.cli_command(sys.executable, bad.arguments()), capture_output=True, text=True, timeout=600)
+    failed = subprocess.run(jobs.cli_command(sys.executable, bad.arguments()), capture_output=True, text=True, timeout=600, encoding="utf-8")
     assert failed.returncode != 0
     assert jobs.error_message(failed.stderr.splitlines(), failed.returncode) == \
         f"start slice 500 is outside the image (slices 0..{image.GetSize()[2] - 1})"
@@ -489,7 +489,7 @@ def test_dependency_checks_and_pinned_installs(tmp_path):
     assert arguments[0] == "monai>=1.4"
     assert f"numpy=={np.__version__}" in arguments and f"torch=={torch.__version__}" in arguments
     bad = tmp_path / "requirements.txt"
-    bad.write_text("monai>=1.4\nnot a requirement ===\n")
+    bad.write_text("monai>=1.4\nnot a requirement ===\n", encoding="utf-8")
     with pytest.raises(Exception, match="Expected"):
         dependencies.read_requirements(bad)
 
@@ -552,7 +552,7 @@ def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
     log = tmp_path / "training_log.csv"
     log.write_text("fold,epoch,train_loss,val_loss,val_dice,lr,seconds\n"
                    "0,0,0.9,0.95,0.1,0.0001,3.0\n0,1,0.7,0.8,0.3,0.0001,2.9\n1,0,0.88,,0.12,0.0001,3.1\n"
-                   "1,1,0.6")  # the last row is still being written
+                   "1,1,0.6", encoding="utf-8")  # the last row is still being written
     rows = training.read_training_log(log)
     assert [(r["step"], r["fold"], r["epoch"]) for r in rows] == [(0, 0, 0), (1, 0, 1), (2, 1, 0)]
     assert np.isnan(rows[2]["val_loss"]) and rows[0]["lr"] == 1e-4
@@ -590,7 +590,7 @@ def test_training_job_on_phantom_cases_feeds_the_chart_and_registers_the_model(m
     monkeypatch.setenv("ORBITSEG_USER_MODELS", str(tmp_path / "user"))
     job = training.TrainingJob(tmp_path / "run", "tiny-sv-net", "sv-net", "phantom", "3", folds=1, epochs=1,
                                batch_size=2, learning_rate=1e-4, device="cpu")
-    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=1200, encoding="utf-8")
     assert done.returncode == 0, done.stderr[-2000:]
     progress = [p for p in map(jobs.parse_progress, done.stderr.splitlines()) if p is not None]
     assert progress and progress[-1].fraction == 1.0

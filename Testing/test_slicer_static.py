@@ -44,7 +44,7 @@ def source_files() -> set[str]:
     """
     try:
         listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                                capture_output=True, text=True, check=True).stdout.splitlines()
+                                capture_output=True, text=True, check=True, encoding="utf-8").stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         skip = ("__pycache__", ".egg-info", ".git", ".pytest_cache", ".venv")
         listed = [str(p.relative_to(REPO)) for p in REPO.rglob("*")
@@ -170,7 +170,7 @@ def test_cmake_lists_every_script_and_resource(module):
     assert len(scripts) == len(set(scripts)) and len(resources) == len(set(resources))
     assert "WITH_GENERIC_TESTS" in text
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
-    assert f"class {module}Test(ScriptedLoadableModuleTest)" in (REPO / module / f"{module}.py").read_text()
+    assert f"class {module}Test(ScriptedLoadableModuleTest)" in (REPO / module / f"{module}.py").read_text(encoding="utf-8")
 
 
 def test_shared_models_and_sample_data_are_covered_by_the_cmake_globs():

@@ -103,7 +103,7 @@ def _config(tmp_path, **changes):
 def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
     result = train(_config(tmp_path), phantom_studies, data_description="tiny phantom")
     run = tmp_path / "run"
-    rows = list(csv.DictReader(open(run / "training_log.csv")))
+    rows = list(csv.DictReader(open(run / "training_log.csv", encoding="utf-8")))
     assert [(r["fold"], r["epoch"]) for r in rows] == [("0", "1"), ("0", "2")]
     assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in rows)
     model, card = models.load_checkpoint(result.model_path)
@@ -113,7 +113,7 @@ def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
     assert models.read_extra(run / "fold0" / "last.pt")["epoch"] == 2
     # resume: two more epochs continue from epoch 2
     train(_config(tmp_path, epochs=4), phantom_studies)
-    rows = list(csv.DictReader(open(run / "training_log.csv")))
+    rows = list(csv.DictReader(open(run / "training_log.csv", encoding="utf-8")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert models.read_extra(run / "fold0" / "last.pt")["epoch"] == 4
 

@@ -31,14 +31,14 @@ from OrbitSegLib.phantom import write_dataset
 def write_study_list(folder: Path, cases: int, seed: int) -> Path:
     """Phantom cases plus a ``group`` column and one study with a missing CT."""
     source = write_dataset(folder, cases, seed, small=True)
-    with open(source, newline="") as handle:
+    with open(source, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        info = json.loads((folder / row["id"] / "info.json").read_text())
+        info = json.loads((folder / row["id"] / "info.json").read_text(encoding="utf-8"))
         row["group"] = "TAO" if info["tao"] else "normal"
     rows.append({"id": "lost_scan", "image": "lost_scan/ct.nii.gz", "group": "TAO"})
     path = folder / "demo_studies.csv"
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

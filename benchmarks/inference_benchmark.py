@@ -139,7 +139,7 @@ def main() -> int:
             if args.threads:
                 command += ["--threads", str(args.threads)]
             print(f"== {name}", file=sys.stderr, flush=True)
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8")
             if done.returncode != 0:
                 print(done.stderr, file=sys.stderr)
                 raise SystemExit(f"{name} failed")
@@ -159,7 +159,7 @@ def main() -> int:
                           "python": platform.python_version(), "cpus": len(__import__("os").sched_getaffinity(0))},
               "cases": args.cases, "seed": args.seed, "runs": args.runs, "results": results, "ratios": ratios}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(ratios, indent=2))
     return 0
 

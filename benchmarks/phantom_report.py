@@ -323,11 +323,11 @@ def main() -> None:
     timed = timings(args.seed)
     (IMAGES / "phantom_stats.json").write_text(json.dumps({"stats": stats, "timings": timed,
                                                            "figures": {k: v["seconds"] for k, v in fig_info.items()}},
-                                                          indent=1))
-    text = DOC.read_text()
+                                                          indent=1), encoding="utf-8")
+    text = DOC.read_text(encoding="utf-8")
     text = replace_section(text, "volumes", volume_table(stats))
     text = replace_section(text, "timings", timing_table(stats, timed))
-    DOC.write_text(text)
+    DOC.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

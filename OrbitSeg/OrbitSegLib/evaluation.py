@@ -165,7 +165,7 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     numbers["failed_studies"] = summary.counts.failed
     write_csv(overlap_summary(rows), out / "overlap_summary.csv")
     with atomic_path(out / "accuracy.md") as tmp:
-        tmp.write_text(markdown_report(title, rows))
+        tmp.write_text(markdown_report(title, rows), encoding="utf-8")
     with atomic_path(out / "headline.json") as tmp:
-        tmp.write_text(json.dumps(numbers, indent=2))
+        tmp.write_text(json.dumps(numbers, indent=2), encoding="utf-8")
     return numbers

@@ -151,7 +151,7 @@ def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source
            "model_card": result.model_card, "device": result.device_note, "sides": list(result.sides),
            "voi": result.voi.to_dict(), "timings_s": {k: round(v, 4) for k, v in result.timings.items()}}
     with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(run, indent=2, default=str))
+        tmp.write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
     paths["run"] = out / "run.json"
     return paths
 

@@ -85,6 +85,11 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(handle, delimiter=delimiter))
 
 
+def _overlap(value) -> str:
+    """An overlap score with three decimals, or '-' where it is undefined."""
+    return f"{value:.3f}" if _finite(value) else "-"
+
+
 def format_volume_table(rows: Sequence[dict]) -> str:
     """A fixed-width text table of volume rows for the terminal."""
     has_ref = any("reference_volume_cm3" in r for r in rows)
@@ -96,7 +101,6 @@ def format_volume_table(rows: Sequence[dict]) -> str:
         line = f"{r['segment']:<26}{r['volume_cm3']:>11.3f}"
         if has_ref:
             line += (f"{r['reference_volume_cm3']:>10.3f}{r['difference_cm3']:>+10.3f}"
-                     f"{_format(round(r['iou'], 3)) if _finite(r['iou']) else '-':>7}"
-                     f"{_format(round(r['dice'], 3)) if _finite(r['dice']) else '-':>7}")
+                     f"{_overlap(r['iou']):>7}{_overlap(r['dice']):>7}")
         lines.append(line)
     return "\n".join(lines)

@@ -176,7 +176,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model:
                   "model": result.model_name, "device": result.device_note, "seconds": round(outcome.seconds, 3),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "orbitseg_version": __version__}
         with atomic_path(folder / MARKER_NAME) as tmp:
-            tmp.write_text(json.dumps(marker, indent=2))
+            tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
     except OrbitSegError as exc:
         outcome = StudyOutcome(study.id, "failed", str(study.image), stage.name, str(exc))
     except Exception as exc:  # a bug or the system (e.g. MemoryError): fail this study, keep the batch going
@@ -194,7 +194,7 @@ def is_finished(out_dir: str | os.PathLike, study_id: str, fingerprint: str) -> 
     """True when ``out_dir/<id>`` holds a completion marker with this fingerprint and its outputs."""
     folder = Path(out_dir) / study_id
     try:
-        marker = json.loads((folder / MARKER_NAME).read_text())
+        marker = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return marker.get("fingerprint") == fingerprint and all(

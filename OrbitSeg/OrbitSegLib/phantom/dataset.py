@@ -27,7 +27,7 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike, case_id: str) -> d
     write_seg_nrrd(case.labels, folder / SEG_NAME)
     write_labelmap(case.labels, folder / LABELS_NAME)
     with atomic_path(folder / INFO_NAME) as tmp:
-        tmp.write_text(json.dumps({"id": case_id, **case.info}, indent=1))
+        tmp.write_text(json.dumps({"id": case_id, **case.info}, indent=1), encoding="utf-8")
     return {"id": case_id, "image": f"{case_id}/{CT_NAME}", "reference": f"{case_id}/{SEG_NAME}",
             "start_slice": case.info["start_slice"], "end_slice": case.info["end_slice"]}
 
@@ -49,7 +49,7 @@ def write_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, *, small:
             progress(index + 1, n_cases)
     path = out_dir / "studies.csv"
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=STUDY_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
