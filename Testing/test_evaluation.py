@@ -59,9 +59,10 @@ def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     from OrbitSegLib.phantom import write_dataset
     studies = write_dataset(tmp_path / "data", 2, seed=5, small=True)
     code = main(["evaluate", "--studies", str(studies), "--model", str(folder / "tiny.pt"), "--out",
-                 str(tmp_path / "eval"), "--device", "cpu", "--progress", "none"])
+                 str(tmp_path / "eval"), "--device", "cpu", "--progress", "none", "--record"])
     assert code == 0
     numbers = json.loads((tmp_path / "eval" / "headline.json").read_text(encoding="utf-8"))
     assert numbers["studies"] == 2 and numbers["failed_studies"] == 0
     assert 0.0 <= numbers["globe_iou"] <= 1.0
     assert "| globe | both | 4 |" in (tmp_path / "eval" / "accuracy.md").read_text(encoding="utf-8")
+    assert models.read_card(folder / "tiny.pt").metrics["held_out"] == {"data": str(studies), **numbers}

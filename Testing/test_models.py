@@ -263,6 +263,24 @@ def _rewrite(path, change):
     torch.save(data, path)
 
 
+def test_record_metrics_adds_held_out_numbers_and_keeps_the_weights(tmp_path):
+    model = _trained_like("sv-net", TINY_SV_NET, (1, 1, 8, 8, 8))
+    path = tmp_path / "half.pt"
+    stored = models.save_checkpoint(path, model, _card(model), half=True, extra={"epoch": 3})
+    before = torch.load(path, weights_only=True)["state_dict"]
+    held_out = {"data": "24 phantom cases, seed 999", "tao_mean_iou": 0.8, "globe_iou": 0.95,
+                "muscle_dice": 0.89, "optic_nerve_dice": 0.91}
+    updated = models.record_metrics(path, "held_out", held_out)
+    assert updated.metrics == {**stored.metrics, "held_out": held_out} and updated.checksum == stored.checksum
+    loaded, card = models.load_checkpoint(path)
+    assert card == updated and models.read_extra(path) == {"epoch": 3}
+    after = torch.load(path, weights_only=True)["state_dict"]
+    assert all(after[k].dtype == torch.float16 and torch.equal(after[k], before[k])
+               for k in before if before[k].is_floating_point())
+    assert card.summary().endswith("held-out (24 phantom cases, seed 999): TAO mean IoU 0.800, globe IoU 0.950, "
+                                   "muscle Dice 0.890, optic nerve Dice 0.910")
+
+
 def test_corrupted_weights_fail_the_checksum(saved):
     _rewrite(saved, lambda d: d["state_dict"]["classifier.weight"].add_(1e-3))
     with pytest.raises(OrbitSegError, match=f"{saved}: checksum mismatch"):

@@ -7,11 +7,12 @@ case once as a warm-up and then ``--runs`` more times (read → VOI → resample
 → write, both eyes, through :func:`pipeline.run_segmentation`), and reports the median seconds per
 study and per stage, the peak resident memory (RSS) of the process and, on CUDA, the peak GPU memory.
 Accuracy (IoU per structure against the phantom reference) comes from the same runs, so the fast
-settings and the papers' protocols are compared on the same cases:
+settings and the papers' protocols are compared on the same cases, and their output labelmaps are
+compared voxel for voxel:
 
 - ``sv-net``: the bundled SV-Net, whole eye in one pass;
 - ``sv-net-step1``: the same weights with the paper's protocol, a 32-slice window moved one slice at a time;
-- ``seq-unet``: the bundled SEQ-UNET, 16 slice triplets per forward pass;
+- ``seq-unet``: the bundled SEQ-UNET with the default options (4 slice triplets per forward pass);
 - ``seq-unet-single``: the same weights, one triplet at a time (the paper's code);
 - ``--paper``: the papers' full-size networks (random weights; speed and memory only): SV-Net
   8.66M weights on the paper's 256×256 in-plane crop at 0.35 mm, SEQ-UNET 57M weights at 64×64.
@@ -32,7 +33,7 @@ from pathlib import Path
 CONFIGS = {
     "sv-net": {"model": "sv-net", "options": {}},
     "sv-net-step1": {"model": "sv-net", "options": {"window": 32, "step": 1, "blend": "constant"}},
-    "seq-unet": {"model": "seq-unet", "options": {"batch_size": 16}},
+    "seq-unet": {"model": "seq-unet", "options": {}},
     "seq-unet-single": {"model": "seq-unet", "options": {"batch_size": 1}},
 }
 PAPER_CONFIGS = {
@@ -54,6 +55,18 @@ def paper_model(architecture: str, folder: Path) -> Path:
     path = folder / f"{architecture}-paper.pt"
     models.save_checkpoint(path, net, card)
     return path
+
+
+def differing_voxels(first: Path, second: Path) -> int:
+    """Voxels whose label differs between two configurations' outputs, summed over the studies."""
+    import SimpleITK as sitk
+
+    total = 0
+    for labels in sorted(first.glob("*/labels.nii.gz")):
+        a = sitk.GetArrayViewFromImage(sitk.ReadImage(str(labels)))
+        b = sitk.GetArrayViewFromImage(sitk.ReadImage(str(second / labels.parent.name / labels.name)))
+        total += int((a != b).sum())
+    return total
 
 
 def child(args) -> dict:
@@ -80,8 +93,9 @@ def child(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs + 1):
             for study in studies:
+                out_dir = Path(args.keep) / study["id"] if run == 0 else Path(tmp) / study["id"]
                 begin = time.perf_counter()
-                result = run_segmentation(base / study["image"], Path(tmp) / study["id"], model,
+                result = run_segmentation(base / study["image"], out_dir, model,
                                           reference_path=base / study["reference"],
                                           start_slice=int(study["start_slice"]), end_slice=int(study["end_slice"]))
                 elapsed = time.perf_counter() - begin
@@ -119,6 +133,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/inference.json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--studies", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
@@ -135,7 +150,7 @@ def main() -> int:
                 configs[name] = {"model": str(paper_model(spec["paper"], Path(tmp))), "options": spec["options"]}
         for name, spec in configs.items():
             command = [sys.executable, __file__, "--child", json.dumps(spec), "--studies", str(studies),
-                       "--runs", str(args.runs), "--device", args.device]
+                       "--runs", str(args.runs), "--device", args.device, "--keep", str(Path(tmp) / name)]
             if args.threads:
                 command += ["--threads", str(args.threads)]
             print(f"== {name}", file=sys.stderr, flush=True)
@@ -147,14 +162,15 @@ def main() -> int:
             r = results[name]
             print(f"   {r['median_study_s']:.2f} s/study, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"TAO mean IoU {r['tao_mean_iou']:.3f}, {r['device']}", file=sys.stderr, flush=True)
-    ratios = {}
-    for fast, slow in (("sv-net", "sv-net-step1"), ("seq-unet", "seq-unet-single")):
-        if fast in results and slow in results:
-            ratios[f"{slow} / {fast}"] = {
-                "study": results[slow]["median_study_s"] / results[fast]["median_study_s"],
-                "model_stage": results[slow]["median_stage_s"]["model"] / results[fast]["median_stage_s"]["model"],
-                "tao_mean_iou_difference": results[fast]["tao_mean_iou"] - results[slow]["tao_mean_iou"],
-            }
+        ratios = {}
+        for fast, slow in (("sv-net", "sv-net-step1"), ("seq-unet", "seq-unet-single")):
+            if fast in results and slow in results:
+                ratios[f"{slow} / {fast}"] = {
+                    "study": results[slow]["median_study_s"] / results[fast]["median_study_s"],
+                    "model_stage": results[slow]["median_stage_s"]["model"] / results[fast]["median_stage_s"]["model"],
+                    "tao_mean_iou_difference": results[fast]["tao_mean_iou"] - results[slow]["tao_mean_iou"],
+                    "differing_voxels": differing_voxels(Path(tmp) / fast, Path(tmp) / slow),
+                }
     report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "python": platform.python_version(), "cpus": len(__import__("os").sched_getaffinity(0))},
               "cases": args.cases, "seed": args.seed, "runs": args.runs, "results": results, "ratios": ratios}

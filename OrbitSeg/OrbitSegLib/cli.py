@@ -128,6 +128,14 @@ def cmd_evaluate(args) -> int:
     finally:
         progress.close()
     print(open(f"{args.out}/accuracy.md", encoding="utf-8").read())
+    if args.record:
+        from .model_store import resolve_model
+        from .models import record_metrics
+
+        data = f"{args.phantom} phantom cases, seed {args.seed}" if args.phantom else str(studies)
+        path = resolve_model(args.model)
+        record_metrics(path, "held_out", {"data": data, **numbers})
+        print(f"Held-out metrics recorded in the model card of {path}", file=sys.stderr)
     return 1 if numbers["failed_studies"] else 0
 
 
@@ -297,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     evaluate.add_argument("--force", action="store_true", help="recompute finished studies")
     evaluate.add_argument("--title", default=None, help="heading of the accuracy report")
+    evaluate.add_argument("--record", action="store_true",
+                          help="store the headline numbers in the model file's card (metrics.held_out)")
     evaluate.add_argument("--progress", default="text", choices=["text", "json", "none"])
     _add_inference_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

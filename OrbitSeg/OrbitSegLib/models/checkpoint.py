@@ -105,13 +105,20 @@ class ModelCard:
         return model_class(self.architecture).size_multiple_for(self.config)
 
     def summary(self) -> str:
-        """One line for model lists: description, grid, window, date and top-level scalar metrics."""
+        """One line for model lists: description, grid, window, date, top-level scalar metrics and the
+        held-out headline (recorded by ``orbitseg evaluate --record``)."""
         spacing = "×".join(f"{v:g}" for v in self.spacing)
         size = "×".join(str(v) for v in self.input_size)
         scalars = ", ".join(f"{k} {v:.3g}" for k, v in self.metrics.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool))
         parts = [self.description or self.architecture, f"{spacing} mm grid, patch {size}",
                  f"window {self.window[0]:g}/{self.window[1]:g} HU", f"created {self.created[:10] or '?'}"]
+        held_out = self.metrics.get("held_out")
+        if isinstance(held_out, dict) and "tao_mean_iou" in held_out:
+            scalars += (", " if scalars else "") + (
+                f"held-out ({held_out.get('data', '?')}): TAO mean IoU {held_out['tao_mean_iou']:.3f}, "
+                f"globe IoU {held_out['globe_iou']:.3f}, muscle Dice {held_out['muscle_dice']:.3f}, "
+                f"optic nerve Dice {held_out['optic_nerve_dice']:.3f}")
         return "; ".join(parts + ([scalars] if scalars else []))
 
     def to_dict(self) -> dict:
@@ -260,6 +267,23 @@ def _read(path, mmap: bool) -> dict:
         raise OrbitSegError(f"{path}: unknown checkpoint format version {data.get('format_version')!r} "
                             f"(this OrbitSeg reads version {FORMAT_VERSION})")
     return data
+
+
+def record_metrics(path, key: str, metrics: dict) -> ModelCard:
+    """Store ``metrics`` under ``card.metrics[key]`` in the checkpoint at ``path``, in place and atomically.
+
+    The weights are rewritten unchanged (their dtype and checksum stay as they are); ``metrics`` must be
+    JSON-serialisable. Returns the updated card.
+    """
+    data = _read(path, mmap=False)
+    card = _card_of(data, path)
+    if tensors_checksum(data.get("state_dict", {})) != card.checksum:
+        raise OrbitSegError(f"{path}: checksum mismatch; the weights are damaged or were changed after saving")
+    updated = dataclasses.replace(card, metrics={**card.metrics, key: json.loads(json.dumps(metrics))})
+    data["card"] = updated.to_dict()
+    with atomic_path(Path(path)) as tmp:
+        torch.save(data, tmp)
+    return updated
 
 
 def _card_of(data: dict, path) -> ModelCard:
