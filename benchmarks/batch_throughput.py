@@ -1,11 +1,13 @@
 """Batch throughput: studies per minute with 1 worker process against N worker processes.
 
-    python benchmarks/batch_throughput.py --out /tmp/batch_bench [--cases 8] [--workers 1 2] [--model MODEL.pt] [--full]
+    python benchmarks/batch_throughput.py --out /tmp/batch_bench [--cases 8] [--workers 1 2] [--repeats 3]
+                                          [--model MODEL.pt] [--full]
 
 Writes ``--cases`` small phantom cases (seed 99; with ``--full`` full-size ones at their drawn scanner
 protocols) once, then runs ``orbitseg batch --force`` over them
-for each worker count (threads split as the batch does: cores // workers each) and prints a Markdown
-table of wall time and studies per minute, including worker start-up (model load) and the report.
+for each worker count (threads split as the batch does: cores // workers each), ``--repeats`` times
+with the worker counts interleaved, and prints a Markdown table of the median wall time and studies
+per minute, including worker start-up (model load) and the report, and each count's ratio to the first.
 Without ``--model`` it uses OrbitSeg's default-size SV-Net with random weights on a 0.5 × 0.5 × 1 mm
 model grid, which costs what a trained default model costs.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +41,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per worker count (median reported)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--full", action="store_true", help="full-size phantom cases instead of small ones")
     args = parser.parse_args()
@@ -48,16 +52,21 @@ def main() -> int:
     model = args.model or str(default_size_model(args.out / "sv-net-random.pt"))
     print(f"{args.cases} {kind} phantom studies, model {model}, {available_cores()} cores "
           f"({os.cpu_count()} in the machine)\n")
-    print("| workers | threads each | wall time (s) | studies / minute |")
-    print("|---|---|---|---|")
-    for workers in args.workers:
-        config = BatchConfig(model=model, device="cpu", workers=workers, force=True)
-        start = time.perf_counter()
-        summary = run_batch(studies, args.out / f"results-{kind}-{workers}", config)
-        seconds = time.perf_counter() - start
-        assert summary.counts.done == args.cases, summary.failed
+    walls = {workers: [] for workers in args.workers}
+    for _ in range(args.repeats):
+        for workers in args.workers:
+            config = BatchConfig(model=model, device="cpu", workers=workers, force=True)
+            start = time.perf_counter()
+            summary = run_batch(studies, args.out / f"results-{kind}-{workers}", config)
+            walls[workers].append(time.perf_counter() - start)
+            assert summary.counts.done == args.cases, summary.failed
+    print(f"| workers | threads each | median wall time (s) of {args.repeats} | studies / minute | throughput ratio |")
+    print("|---|---|---|---|---|")
+    first = statistics.median(walls[args.workers[0]])
+    for workers, seconds in walls.items():
+        median = statistics.median(seconds)
         threads = max(1, available_cores() // workers)
-        print(f"| {workers} | {threads} | {seconds:.1f} | {60 * args.cases / seconds:.1f} |", flush=True)
+        print(f"| {workers} | {threads} | {median:.1f} | {60 * args.cases / median:.1f} | {first / median:.2f} |")
     return 0
 
 

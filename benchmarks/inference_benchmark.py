@@ -14,8 +14,9 @@ compared voxel for voxel:
 - ``sv-net-step1``: the same weights with the paper's protocol, a 32-slice window moved one slice at a time;
 - ``seq-unet``: the bundled SEQ-UNET with the default options (4 slice triplets per forward pass);
 - ``seq-unet-single``: the same weights, one triplet at a time (the paper's code);
-- ``--paper``: the papers' full-size networks (random weights; speed and memory only): SV-Net
-  8.66M weights on the paper's 256×256 in-plane crop at 0.35 mm, SEQ-UNET 57M weights at 64×64.
+- ``--paper``: the papers' full-size networks (random weights: speed and memory only), each with the
+  fast and the paper's protocol: SV-Net with 8.66M weights on a 0.35 × 0.35 × 0.5 mm grid (the
+  paper's data), SEQ-UNET with 57M weights on 64×64 slices.
 """
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ CONFIGS = {
     "seq-unet-single": {"model": "seq-unet", "options": {"batch_size": 1}},
 }
 PAPER_CONFIGS = {
-    "sv-net-paper": {"paper": "sv-net", "options": {"window": 32, "step": 1, "blend": "constant"}},
-    "seq-unet-paper": {"paper": "seq-unet", "options": {"batch_size": 1}},
+    "sv-net-paper": {"paper": "sv-net", "options": {}},
+    "sv-net-paper-step1": {"paper": "sv-net", "options": CONFIGS["sv-net-step1"]["options"]},
+    "seq-unet-paper": {"paper": "seq-unet", "options": {}},
+    "seq-unet-paper-single": {"paper": "seq-unet", "options": {"batch_size": 1}},
 }
+PAIRS = (("sv-net", "sv-net-step1"), ("seq-unet", "seq-unet-single"),
+         ("sv-net-paper", "sv-net-paper-step1"), ("seq-unet-paper", "seq-unet-paper-single"))
+"""(fast, baseline) pairs whose speed ratio and output difference are reported."""
 
 
 def paper_model(architecture: str, folder: Path) -> Path:
@@ -61,11 +67,14 @@ def differing_voxels(first: Path, second: Path) -> int:
     """Voxels whose label differs between two configurations' outputs, summed over the studies."""
     import SimpleITK as sitk
 
-    total = 0
+    total, found = 0, 0
     for labels in sorted(first.glob("*/labels.nii.gz")):
-        a = sitk.GetArrayViewFromImage(sitk.ReadImage(str(labels)))
-        b = sitk.GetArrayViewFromImage(sitk.ReadImage(str(second / labels.parent.name / labels.name)))
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(labels)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(second / labels.parent.name / labels.name)))
         total += int((a != b).sum())
+        found += 1
+    if not found:
+        raise SystemExit(f"no outputs to compare in {first}")
     return total
 
 
@@ -163,7 +172,7 @@ def main() -> int:
             print(f"   {r['median_study_s']:.2f} s/study, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"TAO mean IoU {r['tao_mean_iou']:.3f}, {r['device']}", file=sys.stderr, flush=True)
         ratios = {}
-        for fast, slow in (("sv-net", "sv-net-step1"), ("seq-unet", "seq-unet-single")):
+        for fast, slow in PAIRS:
             if fast in results and slow in results:
                 ratios[f"{slow} / {fast}"] = {
                     "study": results[slow]["median_study_s"] / results[fast]["median_study_s"],
