@@ -122,6 +122,19 @@ def test_step_one_protocol_matches_overlapping_windows(model_dir):
     assert (a == b).mean() > 0.95 and (c == b).mean() > 0.9
 
 
+def test_whole_eye_pass_equals_monai_single_window(model_dir):
+    from monai.inferers import sliding_window_inference
+
+    predictor = load_model(model_dir / "tiny-sv.pt", "cpu").predictor
+    volume = np.random.default_rng(0).random((32, 48, 32), dtype=np.float32)
+    whole = predictor.predict(volume)
+    with torch.inference_mode():
+        monai = sliding_window_inference(torch.from_numpy(volume)[None, None], roi_size=(32, -1, -1), sw_batch_size=1,
+                                         predictor=lambda w: predictor._activate(predictor.network(w)), mode="gaussian")
+    assert whole.shape == (7, 32, 48, 32) and whole.dtype == np.float32
+    np.testing.assert_allclose(whole, monai[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_seq_unet_batched_equals_one_triplet_at_a_time(model_dir):
     image = blob_phantom(spacing=(0.8, 0.8, 2.0))
     one = segment_image(image, load_model(model_dir / "tiny-seq.pt", "cpu", InferenceOptions(batch_size=1)))

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from .errors import CancelledError, OrbitSegError
 
@@ -151,6 +150,10 @@ class Predictor:
                 raise CancelledError("segmentation cancelled")
             with self._autocast():
                 return self._activate(self.network(window))
+
+        if depth == volume.shape[0]:  # the whole eye in one pass: no windows to place or blend
+            return run(x)[0].float().cpu().numpy()
+        from monai.inferers import sliding_window_inference  # imported here: MONAI adds ~1 s to start-up
 
         scores = sliding_window_inference(x, roi_size=(depth, -1, -1), sw_batch_size=self.options.batch_size,
                                           predictor=run, overlap=(overlap, 0.0, 0.0), mode=self.options.blend,
