@@ -372,3 +372,21 @@ def test_overlay_views_do_not_depend_on_the_scanner_orientation(orientation):
 def segment_with_bright_model(image):
     from OrbitSegLib.pipeline import segment_image
     return segment_image(image, bright_model())
+
+
+def test_parallel_runs_start_with_the_largest_studies(tmp_path):
+    from OrbitSegLib.batch.runner import largest_first
+    from OrbitSegLib.batch.studies import Study
+
+    sizes = {"small": 10, "large": 3000, "medium": 500}
+    tasks = []
+    for name, size in sizes.items():
+        (tmp_path / f"{name}.nrrd").write_bytes(b"x" * size)
+        tasks.append((Study(name, tmp_path / f"{name}.nrrd"), "fingerprint"))
+    dicom = tmp_path / "dicom"
+    dicom.mkdir()
+    for k in range(3):
+        (dicom / f"{k}.dcm").write_bytes(b"x" * 400)  # a folder counts all its files: 1200 bytes
+    tasks.append((Study("dicom", dicom), "fingerprint"))
+    tasks.append((Study("missing", tmp_path / "missing.nrrd"), "fingerprint"))  # fails later, runs last
+    assert [t[0].id for t in largest_first(tasks)] == ["large", "dicom", "medium", "small", "missing"]
