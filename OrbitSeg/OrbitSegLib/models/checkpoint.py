@@ -269,6 +269,16 @@ def _read(path, mmap: bool) -> dict:
     return data
 
 
+def _verified_state(data: dict, card: ModelCard, path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, after checking they are there and match the card's checksum."""
+    state = data.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise OrbitSegError(f"{path}: no weights (state_dict) in the checkpoint")
+    if tensors_checksum(state) != card.checksum:
+        raise OrbitSegError(f"{path}: checksum mismatch; the weights are damaged or were changed after saving")
+    return state
+
+
 def record_metrics(path, key: str, metrics: dict) -> ModelCard:
     """Store ``metrics`` under ``card.metrics[key]`` in the checkpoint at ``path``, in place and atomically.
 
@@ -277,8 +287,7 @@ def record_metrics(path, key: str, metrics: dict) -> ModelCard:
     """
     data = _read(path, mmap=False)
     card = _card_of(data, path)
-    if tensors_checksum(data.get("state_dict", {})) != card.checksum:
-        raise OrbitSegError(f"{path}: checksum mismatch; the weights are damaged or were changed after saving")
+    _verified_state(data, card, path)
     updated = dataclasses.replace(card, metrics={**card.metrics, key: json.loads(json.dumps(metrics))})
     data["card"] = updated.to_dict()
     with atomic_path(Path(path)) as tmp:
@@ -313,11 +322,7 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, ModelCard]:
     """
     data = _read(path, mmap=False)
     card = _card_of(data, path)
-    state = data.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise OrbitSegError(f"{path}: no weights (state_dict) in the checkpoint")
-    if tensors_checksum(state) != card.checksum:
-        raise OrbitSegError(f"{path}: checksum mismatch; the weights are damaged or were changed after saving")
+    state = _verified_state(data, card, path)
     try:
         model = create(card.architecture, **card.config)
     except OrbitSegError as exc:
