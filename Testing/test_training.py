@@ -129,6 +129,25 @@ def test_cancel_keeps_the_last_good_checkpoint(phantom_studies, tmp_path):
     assert models.read_extra(last)["epoch"] == 1
 
 
+def test_fine_tuning_starts_from_the_given_model(phantom_studies, tmp_path):
+    """``init``: every fold starts from that model's weights and configuration (``model_config`` is ignored)."""
+    source = train(_config(tmp_path / "a", epochs=1), phantom_studies).model_path
+    start, _ = models.load_checkpoint(source)
+    tuned = train(_config(tmp_path / "b", epochs=1, init=str(source), model_config={}, lr=1e-12),
+                  phantom_studies).model_path
+    model, card = models.load_checkpoint(tuned)
+    assert card.config == start.config and card.config["widths"] == TINY_SV["widths"]
+    fresh_run = train(_config(tmp_path / "c", epochs=1, lr=1e-12, seed=2), phantom_studies)
+    fresh, _ = models.load_checkpoint(fresh_run.model_path)
+    weights = [k for k, t in start.state_dict().items() if k.endswith("conv.weight") or t.ndim == 5]
+    assert weights
+    for key in weights:
+        torch.testing.assert_close(model.state_dict()[key], start.state_dict()[key], atol=1e-3, rtol=0)
+    assert any(not torch.allclose(fresh.state_dict()[k], start.state_dict()[k], atol=1e-3) for k in weights)
+    with pytest.raises(OrbitSegError, match="it is a sv-net model"):
+        train(_config(tmp_path / "d", architecture="seq-unet", init=str(source), model_config={}), phantom_studies)
+
+
 def test_bad_training_settings(tmp_path):
     with pytest.raises(OrbitSegError, match="fold 5"):
         _config(tmp_path, fold=5).resolved()

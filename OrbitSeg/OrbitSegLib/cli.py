@@ -165,7 +165,7 @@ def cmd_train(args) -> int:
         studies = studies_from_phantom(args.phantom, args.phantom_seed)
         description = f"OrbitSeg synthetic orbital CT phantom, {args.phantom} cases, seed {args.phantom_seed}"
     configure_threads(args.threads)
-    config = TrainConfig(out_dir=args.out, architecture=args.model, preset=args.preset, name=args.name,
+    config = TrainConfig(out_dir=args.out, architecture=args.model, preset=args.preset, init=args.init, name=args.name,
                          spacing=tuple(args.spacing), input_size=tuple(args.input_size) if args.input_size else None,
                          fixed_inplane_size=args.fixed_inplane_size, folds=args.folds, fold=args.fold,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="default", choices=["default", "paper"],
                        help="network widths: OrbitSeg's small default or the paper's full size")
     train.add_argument("--name", default=None, help="name of the saved model (default: <model>-custom)")
+    train.add_argument("--init", default=None, metavar="MODEL",
+                       help="fine-tune: start from this model's weights (a name such as sv-net, or a .pt path) "
+                            "instead of random ones; its network configuration replaces --preset")
     train.add_argument("--spacing", type=float, nargs=3, default=(0.5, 0.5, 1.0), metavar=("X", "Y", "Z"),
                        help="model grid spacing in mm")
     train.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),

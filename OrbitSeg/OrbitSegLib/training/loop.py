@@ -30,6 +30,7 @@ from .. import structures
 from ..errors import CancelledError, OrbitSegError
 from ..inference import InferenceOptions, Predictor, select_device
 from ..metrics import overlap
+from ..model_store import resolve_model
 from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint
 from ..postprocess import scores_to_classes
 from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
@@ -49,12 +50,18 @@ LOG_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "val_dice", "lr", "sec
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs besides its data. ``None`` fields take the paper's defaults."""
+    """Everything a training run needs besides its data. ``None`` fields take the paper's defaults.
+
+    ``init`` (a model name or ``.pt`` path) starts every fold from that model's weights instead of a
+    random initialisation (fine-tuning); its architecture must be ``architecture``, and its
+    configuration replaces ``preset`` and ``model_config``.
+    """
 
     out_dir: str
     architecture: str = "sv-net"
     preset: str = "default"
     model_config: dict = field(default_factory=dict)
+    init: str | None = None
     name: str | None = None
     spacing: tuple[float, float, float] = (0.5, 0.5, 1.0)
     window: tuple[float, float] = (48.0, 400.0)
@@ -125,7 +132,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     set_determinism(seed=config.seed)
     device = select_device(config.device)
     log.info("training %s on %s", config.architecture, device.note)
-    probe = create(config.architecture, config.preset, **config.model_config)
+    probe = _initial_model(config)
     spec = GridSpec(tuple(config.spacing), tuple(config.window), probe.size_multiple,
                     tuple(config.input_size[:2]) if config.fixed_inplane_size else None)
     if progress:
@@ -161,7 +168,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     fold_dir = out / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + fold)
-    model = create(config.architecture, config.preset, **config.model_config).to(device.device)
+    model = _initial_model(config).to(device.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, best, best_metrics = 0, -math.inf, {}
     last = fold_dir / "last.pt"
@@ -240,6 +247,19 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     if writer is not None:
         writer.close()
     return best, best_metrics
+
+
+def _initial_model(config: TrainConfig) -> torch.nn.Module:
+    """A new network: random weights, or a copy of ``config.init``'s weights (float32, train mode)."""
+    if config.init is None:
+        return create(config.architecture, config.preset, **config.model_config)
+    path = resolve_model(config.init)
+    model, card = load_checkpoint(path)
+    if card.architecture != config.architecture:
+        raise OrbitSegError(f"cannot fine-tune {config.architecture} from {path}: it is a {card.architecture} model")
+    if list(card.spacing) != list(config.spacing):
+        log.info("fine-tuning %s, trained on a %s mm grid, on a %s mm grid", path, card.spacing, list(config.spacing))
+    return model.train()
 
 
 @torch.inference_mode()
