@@ -76,6 +76,7 @@ class OrbitSegTrainingParameterNode:
     phantomCases: Annotated[int, WithinRange(2, 100000)] = 40
     architecture: Architecture = Architecture.SV_NET
     modelName: str = "my-sv-net"
+    initialModel: str = ""
     folds: Annotated[int, WithinRange(1, 20)] = 5
     epochs: Annotated[int, WithinRange(1, 100000)] = 100
     batchSize: Annotated[int, WithinRange(1, 1024)] = 4
@@ -286,7 +287,8 @@ class OrbitSegTrainingLogic(ScriptedLoadableModuleLogic):
         if not chosen(p.outputFolder):
             raise ValueError("Choose an output folder.")
         return TrainingJob(Path(p.outputFolder), p.modelName.strip(), p.architecture.value, p.dataSource.value, data,
-                           p.folds, p.epochs, p.batchSize, p.learningRate, p.device.value, p.restart)
+                           p.folds, p.epochs, p.batchSize, p.learningRate, p.device.value, p.restart,
+                           p.initialModel.strip())
 
     @staticmethod
     def logNodes(table=None, chart=None):

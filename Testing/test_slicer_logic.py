@@ -530,9 +530,12 @@ def test_model_list_cards_and_registration(tmp_path, monkeypatch):
 def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
     parser = build_parser()
     for source, data in (("phantom", "12"), ("studies", str(tmp_path / "studies.csv")), ("folder", str(tmp_path))):
+        init = " seq-unet " if source == "studies" else ""
         job = training.TrainingJob(tmp_path / "out", "my-seq", "seq-unet", source, data, folds=4, epochs=3,
-                                   batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder")
+                                   batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder",
+                                   init=init)
         args = parser.parse_args(job.arguments())
+        assert args.init == (init.strip() or None)
         assert (args.command, args.model, args.name, args.folds, args.epochs, args.batch_size, args.lr, args.device) == \
             ("train", "seq-unet", "my-seq", 4, 3, 8, 5e-5, "cpu")
         assert (args.phantom, args.studies, args.folder) == (

@@ -44,6 +44,8 @@ class TrainingJob:
     learning_rate: float
     device: str = "auto"
     restart: bool = False
+    init: str = ""
+    """Model (name or ``.pt`` path) whose weights the run starts from; empty: random weights."""
 
     def __post_init__(self):
         if self.source not in DATA_SOURCES:
@@ -60,6 +62,7 @@ class TrainingJob:
                 "--folds", str(int(self.folds)), "--epochs", str(int(self.epochs)),
                 "--batch-size", str(int(self.batch_size)), "--lr", f"{self.learning_rate:g}",
                 "--device", self.device, "--out", str(self.out_dir), "--progress", "json"]
+        args += ["--init", self.init.strip()] if self.init.strip() else []
         return args + (["--restart"] if self.restart else [])
 
     @property

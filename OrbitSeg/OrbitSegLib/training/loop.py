@@ -132,7 +132,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     set_determinism(seed=config.seed)
     device = select_device(config.device)
     log.info("training %s on %s", config.architecture, device.note)
-    probe = _initial_model(config)
+    probe = _initial_model(config, quiet=True)
     spec = GridSpec(tuple(config.spacing), tuple(config.window), probe.size_multiple,
                     tuple(config.input_size[:2]) if config.fixed_inplane_size else None)
     if progress:
@@ -249,7 +249,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     return best, best_metrics
 
 
-def _initial_model(config: TrainConfig) -> torch.nn.Module:
+def _initial_model(config: TrainConfig, quiet: bool = False) -> torch.nn.Module:
     """A new network: random weights, or a copy of ``config.init``'s weights (float32, train mode)."""
     if config.init is None:
         return create(config.architecture, config.preset, **config.model_config)
@@ -257,7 +257,7 @@ def _initial_model(config: TrainConfig) -> torch.nn.Module:
     model, card = load_checkpoint(path)
     if card.architecture != config.architecture:
         raise OrbitSegError(f"cannot fine-tune {config.architecture} from {path}: it is a {card.architecture} model")
-    if list(card.spacing) != list(config.spacing):
+    if not quiet and list(card.spacing) != list(config.spacing):
         log.info("fine-tuning %s, trained on a %s mm grid, on a %s mm grid", path, card.spacing, list(config.spacing))
     return model.train()
 
