@@ -137,6 +137,7 @@ def test_fine_tuning_starts_from_the_given_model(phantom_studies, tmp_path):
                   phantom_studies).model_path
     model, card = models.load_checkpoint(tuned)
     assert card.config == start.config and card.config["widths"] == TINY_SV["widths"]
+    assert f"fine-tuned from {source.name}" in card.training_data
     fresh_run = train(_config(tmp_path / "c", epochs=1, lr=1e-12, seed=2), phantom_studies)
     fresh, _ = models.load_checkpoint(fresh_run.model_path)
     weights = [k for k, t in start.state_dict().items() if k.endswith("conv.weight") or t.ndim == 5]

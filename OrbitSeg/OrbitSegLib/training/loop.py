@@ -31,7 +31,7 @@ from ..errors import CancelledError, OrbitSegError
 from ..inference import InferenceOptions, Predictor, select_device
 from ..metrics import overlap
 from ..model_store import resolve_model
-from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint
+from ..models import create, load_checkpoint, make_card, model_class, read_card, read_extra, save_checkpoint
 from ..postprocess import scores_to_classes
 from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
@@ -303,7 +303,16 @@ def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, 
             f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
             f"({config.lr_schedule}), "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
-            f"seed {config.seed}")
+            f"seed {config.seed}{_init_note(config)}")
+
+
+def _init_note(config: TrainConfig) -> str:
+    """``"; fine-tuned from …"`` naming the starting model by file name, description and date, or ``""``."""
+    if config.init is None:
+        return ""
+    path = resolve_model(config.init)
+    card = read_card(path)
+    return f"; fine-tuned from {path.name} ({card.description or card.architecture}, created {card.created[:10]})"
 
 
 def _append_log(path: Path, row: dict) -> None:
