@@ -99,3 +99,13 @@ def test_voi_dict_round_trip_and_overrides():
     voi = V.VOI(3, 40, {"right": ((1, 2, 3), (10, 20, 40))})
     assert V.VOI.from_dict(voi.to_dict()) == voi
     assert voi.with_slices(end=35).eye_box("right") == ((1, 2, 3), (10, 20, 35))
+
+
+def test_detection_convolution_equals_scipy_fftconvolve():
+    from scipy import signal
+
+    rng = np.random.default_rng(3)
+    array = rng.random((23, 30, 17), dtype=np.float32)
+    for kernel in (V._ball(4.5), V._shell(4.5, 7.5)):
+        np.testing.assert_allclose(V._convolve_same(array, kernel), signal.fftconvolve(array, kernel, mode="same"),
+                                   atol=1e-5)

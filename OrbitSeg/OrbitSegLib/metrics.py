@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import stats
 
 from . import structures
 from .errors import OrbitSegError
@@ -129,6 +128,8 @@ def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict[st
     result["mae"] = float(np.mean(np.abs(diff)))
     result["rmse"] = float(np.sqrt(np.mean(diff ** 2)))
     if n >= 3 and np.ptp(pred) > 0 and np.ptp(ref) > 0:
+        from scipy import stats  # here, not at the top: it costs every process ~0.4 s to import
+
         r, p = stats.pearsonr(pred, ref)
         result["pearson_r"], result["pearson_p"] = float(r), float(p)
     valid = ref != 0

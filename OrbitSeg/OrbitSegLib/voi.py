@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage, signal
+from scipy import fft, ndimage
 
 from . import structures
 from .errors import OrbitSegError
@@ -225,9 +225,20 @@ def _fraction(values: np.ndarray, inside: np.ndarray, kernel: np.ndarray) -> np.
     Voxels outside the image count as unknown, not as air, so tissue cut by the field of view does
     not look like a globe ringed by air. NaN where less than half the kernel lies inside the image.
     """
-    num = signal.fftconvolve(values * inside, kernel, mode="same")
-    den = signal.fftconvolve(inside, kernel, mode="same")
+    num = _convolve_same(values * inside, kernel)
+    den = _convolve_same(inside, kernel)
     return np.where(den > 0.5, num / np.maximum(den, 1e-6), np.nan).astype(np.float32)
+
+
+def _convolve_same(array: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``scipy.signal.fftconvolve(array, kernel, mode="same")`` for an odd-sized ``kernel``, with
+    :mod:`scipy.fft` directly: importing :mod:`scipy.signal` (which imports :mod:`scipy.stats`) costs
+    every process that segments about 0.4 s."""
+    full = [n + k - 1 for n, k in zip(array.shape, kernel.shape)]
+    shape = [fft.next_fast_len(n, real=True) for n in full]
+    product = fft.rfftn(array, shape) * fft.rfftn(kernel, shape)
+    start = [(k - 1) // 2 for k in kernel.shape]
+    return fft.irfftn(product, shape)[tuple(slice(a, a + n) for a, n in zip(start, array.shape))]
 
 
 def _ball(radius_mm: float) -> np.ndarray:
