@@ -271,6 +271,7 @@ def test_study_list_paths_sides_and_extra_columns(tmp_path):
 
 
 def test_worker_processes_and_dask_give_the_sequential_results(tmp_path, study_list, tiny_model):
+    import psutil
     from distributed import LocalCluster
 
     good = tmp_path / "good.csv"
@@ -283,6 +284,8 @@ def test_worker_processes_and_dask_give_the_sequential_results(tmp_path, study_l
     config = BatchConfig(model=str(tiny_model), device="cpu")
     sequential = run_batch(good, tmp_path / "seq", config)
     processes = run_batch(good, tmp_path / "proc", BatchConfig(model=str(tiny_model), device="cpu", workers=2))
+    left = [c for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+    assert not left, "worker processes left behind (running or unreaped)"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         dask = run_batch(good, tmp_path / "dask", BatchConfig(model=str(tiny_model), device="cpu",
                                                               scheduler=cluster.scheduler_address))
