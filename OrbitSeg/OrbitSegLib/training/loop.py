@@ -13,6 +13,7 @@ last good checkpoint; rerunning with ``resume=True`` continues from the saved ep
 """
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +33,7 @@ from ..errors import CancelledError, OrbitSegError
 from ..inference import InferenceOptions, Predictor, select_device
 from ..metrics import overlap
 from ..model_store import resolve_model
-from ..models import create, load_checkpoint, make_card, model_class, read_card, read_extra, save_checkpoint
+from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint
 from ..postprocess import scores_to_classes
 from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
@@ -132,7 +134,8 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     set_determinism(seed=config.seed)
     device = select_device(config.device)
     log.info("training %s on %s", config.architecture, device.note)
-    probe = _initial_model(config, quiet=True)
+    start = _load_start(config)
+    probe = _new_model(config, start)
     spec = GridSpec(tuple(config.spacing), tuple(config.window), probe.size_multiple,
                     tuple(config.input_size[:2]) if config.fixed_inplane_size else None)
     if progress:
@@ -152,7 +155,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
             if progress:
                 progress(0.1 + 0.9 * (n + fraction) / len(to_run), message)
 
-        scores[fold], fold_metrics[fold] = _train_fold(config, fold, train_eyes, val_eyes, device, out,
+        scores[fold], fold_metrics[fold] = _train_fold(config, fold, train_eyes, val_eyes, device, out, start,
                                                        data_description, fold_progress, cancel)
     best_fold = max(scores, key=lambda f: scores[f])
     final = out / f"{config.name}.pt"
@@ -164,11 +167,12 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
 
 
 def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val_eyes: list[EyeVolume],
-                device, out: Path, data_description: str, progress: ProgressFn, cancel) -> tuple[float, dict]:
+                device, out: Path, start: _Start | None, data_description: str, progress: ProgressFn,
+                cancel) -> tuple[float, dict]:
     fold_dir = out / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + fold)
-    model = _initial_model(config).to(device.device)
+    model = _new_model(config, start).to(device.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, best, best_metrics = 0, -math.inf, {}
     last = fold_dir / "last.pt"
@@ -226,7 +230,8 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
                                          "fold": fold, "epoch": epoch + 1}
         card = make_card(model, window=config.window, spacing=config.spacing, input_size=config.input_size,
                          fixed_inplane_size=config.fixed_inplane_size,
-                         training_data=_describe(data_description, train_eyes, val_eyes, config, fold),
+                         training_data=_describe(data_description, train_eyes, val_eyes, config, fold,
+                                                 start.note if start else ""),
                          metrics=best_metrics if improved else {"val_dice": val_dice, "epoch": epoch + 1},
                          description=config.description or f"{config.architecture} trained by OrbitSegTraining")
         model.eval()
@@ -249,17 +254,33 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     return best, best_metrics
 
 
-def _initial_model(config: TrainConfig, quiet: bool = False) -> torch.nn.Module:
-    """A new network: random weights, or a copy of ``config.init``'s weights (float32, train mode)."""
+class _Start(NamedTuple):
+    """The model a fine-tuning run starts from (loaded once per run) and the note its cards get."""
+
+    model: torch.nn.Module
+    note: str
+
+
+def _load_start(config: TrainConfig) -> _Start | None:
+    """``config.init``'s model (float32, train mode) and a note naming it by file, description and
+    date; ``None`` without ``init``."""
     if config.init is None:
-        return create(config.architecture, config.preset, **config.model_config)
+        return None
     path = resolve_model(config.init)
     model, card = load_checkpoint(path)
     if card.architecture != config.architecture:
         raise OrbitSegError(f"cannot fine-tune {config.architecture} from {path}: it is a {card.architecture} model")
-    if not quiet and list(card.spacing) != list(config.spacing):
+    if list(card.spacing) != list(config.spacing):
         log.info("fine-tuning %s, trained on a %s mm grid, on a %s mm grid", path, card.spacing, list(config.spacing))
-    return model.train()
+    return _Start(model.train(), f"; fine-tuned from {path.name} ({card.description or card.architecture}, "
+                                 f"created {card.created[:10]})")
+
+
+def _new_model(config: TrainConfig, start: _Start | None) -> torch.nn.Module:
+    """A network for one fold: a copy of the starting model, or random weights."""
+    if start is not None:
+        return copy.deepcopy(start.model)
+    return create(config.architecture, config.preset, **config.model_config)
 
 
 @torch.inference_mode()
@@ -296,23 +317,14 @@ def _learning_rate(config: TrainConfig, epoch: int) -> float:
     return config.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs)))
 
 
-def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, fold: int) -> str:
+def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, fold: int, init_note: str) -> str:
     n_train = len({e.case_id for e in train_eyes})
     n_val = len({e.case_id for e in val_eyes})
     return (f"{data_description or 'user data'}; fold {fold} of {config.folds}: {n_train} training studies "
             f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
             f"({config.lr_schedule}), "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
-            f"seed {config.seed}{_init_note(config)}")
-
-
-def _init_note(config: TrainConfig) -> str:
-    """``"; fine-tuned from …"`` naming the starting model by file name, description and date, or ``""``."""
-    if config.init is None:
-        return ""
-    path = resolve_model(config.init)
-    card = read_card(path)
-    return f"; fine-tuned from {path.name} ({card.description or card.architecture}, created {card.created[:10]})"
+            f"seed {config.seed}{init_note}")
 
 
 def _append_log(path: Path, row: dict) -> None:
