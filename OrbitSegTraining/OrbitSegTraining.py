@@ -78,6 +78,7 @@ class OrbitSegTrainingParameterNode:
     modelName: str = "my-sv-net"
     initialModel: str = ""
     folds: Annotated[int, WithinRange(1, 20)] = 5
+    ensembleFolds: bool = False
     epochs: Annotated[int, WithinRange(1, 100000)] = 100
     batchSize: Annotated[int, WithinRange(1, 1024)] = 4
     learningRate: Annotated[float, WithinRange(1e-6, 1.0), Decimals(6)] = 1e-4
@@ -288,7 +289,7 @@ class OrbitSegTrainingLogic(ScriptedLoadableModuleLogic):
             raise ValueError("Choose an output folder.")
         return TrainingJob(Path(p.outputFolder), p.modelName.strip(), p.architecture.value, p.dataSource.value, data,
                            p.folds, p.epochs, p.batchSize, p.learningRate, p.device.value, p.restart,
-                           p.initialModel.strip())
+                           p.initialModel.strip(), p.ensembleFolds)
 
     @staticmethod
     def logNodes(table=None, chart=None):

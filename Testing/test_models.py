@@ -344,3 +344,79 @@ def test_save_refuses_a_card_that_does_not_describe_the_model(tmp_path):
     with pytest.raises(OrbitSegError, match="extra holds objects a weights-only load refuses"):
         models.save_checkpoint(tmp_path / "x.pt", model, _card(model), extra={"folder": tmp_path})
     assert not list(tmp_path.iterdir())
+
+
+# --- ensembles -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, config, shape", [
+    ("sv-net", TINY_SV_NET, (1, 1, 8, 8, 12)),
+    ("seq-unet", TINY_SEQ_UNET, (2, 3, 1, 16, 24)),
+])
+def test_an_ensemble_checkpoint_predicts_the_members_mean_probability(tmp_path, name, config, shape):
+    paths = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        member = _trained_like(name, config, shape)
+        paths.append(tmp_path / f"m{seed}.pt")
+        models.save_checkpoint(paths[-1], member, _card(member, description=f"member {seed}"))
+    pair = models.save_ensemble(tmp_path / "pair.pt", paths[:2], description="two")
+    # an ensemble among the sources contributes all its members
+    card = models.save_ensemble(tmp_path / "three.pt", [tmp_path / "pair.pt", paths[2]])
+    assert pair.members == 2 and card.members == 3 and card.metrics == {}
+    assert card.training_data.startswith("ensemble of 3 networks, sigmoid outputs averaged: pair.pt (two, created")
+    assert "m3.pt (member 3, created" in card.training_data and card.training_data.count("unit test") == 3
+    assert card.summary().startswith(f"{name}; ensemble of 3; 0.5×0.4×0.5 mm grid")
+    ensemble, loaded_card = models.load_checkpoint(tmp_path / "three.pt")
+    assert loaded_card == card == models.read_card(tmp_path / "three.pt")
+    assert isinstance(ensemble, models.Ensemble) and len(ensemble.members) == 3 and not ensemble.training
+    assert (ensemble.name, ensemble.head) == (name, models.model_class(name).head)
+    assert ensemble.config == card.config and card.config.items() >= config.items()
+
+    x = torch.randn(shape)
+    with torch.no_grad():
+        singles = [models.load_checkpoint(p)[0](x) for p in paths]
+        out = ensemble(x)
+    mean = torch.stack([torch.sigmoid(s) for s in singles]).mean(0)
+    assert out.shape == singles[0].shape
+    torch.testing.assert_close(torch.sigmoid(out), mean, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(torch.sigmoid(singles[0]), mean, atol=1e-3)
+
+
+def test_ensemble_sources_must_share_network_and_grid(tmp_path):
+    model = _trained_like("sv-net", TINY_SV_NET, (1, 1, 8, 8, 8))
+    models.save_checkpoint(tmp_path / "a.pt", model, _card(model), half=True)
+    models.save_checkpoint(tmp_path / "b.pt", model, _card(model), half=True)
+    models.save_checkpoint(tmp_path / "full.pt", model, _card(model))
+    coarse = models.make_card(model, window=(48, 400), spacing=(1.0, 1.0, 1.0), input_size=(24, 16, 3))
+    models.save_checkpoint(tmp_path / "coarse.pt", model, coarse)
+    other = models.create("sv-net", **{**TINY_SV_NET, "widths": [4, 8, 8]})
+    models.save_checkpoint(tmp_path / "other.pt", other, _card(other))
+    with pytest.raises(OrbitSegError, match="cannot combine .*a.pt and .*coarse.pt: their spacing differ"):
+        models.save_ensemble(tmp_path / "x.pt", [tmp_path / "a.pt", tmp_path / "coarse.pt"])
+    with pytest.raises(OrbitSegError, match="their config differ"):
+        models.save_ensemble(tmp_path / "x.pt", [tmp_path / "a.pt", tmp_path / "other.pt"])
+    with pytest.raises(OrbitSegError, match="at least two models, got 1"):
+        models.save_ensemble(tmp_path / "x.pt", [tmp_path / "a.pt"])
+    assert not (tmp_path / "x.pt").exists()
+    # float16 storage is kept only when every source has it
+    models.save_ensemble(tmp_path / "half.pt", [tmp_path / "a.pt", tmp_path / "b.pt"])
+    models.save_ensemble(tmp_path / "mixed.pt", [tmp_path / "a.pt", tmp_path / "full.pt"])
+    dtypes = {n: {t.dtype for t in torch.load(tmp_path / n, weights_only=True)["state_dict"].values()
+                  if t.is_floating_point()} for n in ("half.pt", "mixed.pt")}
+    assert dtypes == {"half.pt": {torch.float16}, "mixed.pt": {torch.float32}}
+
+
+def test_an_ensemble_card_must_match_its_member_count(tmp_path):
+    model = models.create("sv-net", **TINY_SV_NET)
+    ensemble = models.Ensemble([model, models.create("sv-net", **TINY_SV_NET)])
+    with pytest.raises(OrbitSegError, match="card describes 1 network\\(s\\), but the model has 2"):
+        models.save_checkpoint(tmp_path / "x.pt", ensemble, _card(model))
+    models.save_checkpoint(tmp_path / "e.pt", ensemble, _card(ensemble))
+    _rewrite(tmp_path / "e.pt", lambda d: d["card"].update(members=3))
+    with pytest.raises(OrbitSegError, match="configuration does not fit the weights"):
+        models.load_checkpoint(tmp_path / "e.pt")
+    _rewrite(tmp_path / "e.pt", lambda d: d["card"].update(members=0))
+    with pytest.raises(OrbitSegError, match="members 0 is not a positive integer"):
+        models.read_card(tmp_path / "e.pt")
+    with pytest.raises(OrbitSegError, match="members differ"):
+        models.Ensemble([model, models.create("sv-net", **{**TINY_SV_NET, "widths": [4, 8, 8]})])

@@ -135,6 +135,27 @@ def test_whole_eye_pass_equals_monai_single_window(model_dir):
     np.testing.assert_allclose(whole, monai[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_an_ensemble_segments_with_its_members_mean(model_dir, tmp_path, capsys):
+    torch.manual_seed(1)
+    other = models.create("sv-net", widths=[4, 4, 8, 8, 8])
+    models.save_checkpoint(tmp_path / "other.pt", other, models.make_card(
+        other, window=(48, 400), spacing=(1.0, 1.0, 2.0), input_size=(32, 32, 16), training_data="random init"))
+    single = model_dir / "tiny-sv.pt"
+    assert main(["ensemble", str(single), str(tmp_path / "other.pt"), "--out", str(tmp_path / "pair.pt")]) == 0
+    assert "Ensemble saved" in capsys.readouterr().out
+    volume = np.random.default_rng(0).random((32, 48, 32), dtype=np.float32)
+    pair = load_model(tmp_path / "pair.pt", "cpu")
+    expected = np.mean([load_model(p, "cpu").predictor.predict(volume) for p in (single, tmp_path / "other.pt")], axis=0)
+    np.testing.assert_allclose(pair.predictor.predict(volume), expected, rtol=1e-5, atol=1e-6)
+    # the same model twice segments exactly like the model alone, on the input's grid
+    assert main(["ensemble", str(single), str(single), "--out", str(tmp_path / "twice.pt")]) == 0
+    image = blob_phantom(ROTATIONS["oblique"], spacing=(0.8, 0.8, 2.0))
+    twice = segment_image(image, load_model(tmp_path / "twice.pt", "cpu"))
+    alone = segment_image(image, load_model(single, "cpu"))
+    assert same_grid(twice.labelmap, image) and twice.model_card["members"] == 2
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(twice.labelmap), sitk.GetArrayFromImage(alone.labelmap))
+
+
 def test_seq_unet_batched_equals_one_triplet_at_a_time(model_dir):
     image = blob_phantom(spacing=(0.8, 0.8, 2.0))
     one = segment_image(image, load_model(model_dir / "tiny-seq.pt", "cpu", InferenceOptions(batch_size=1)))

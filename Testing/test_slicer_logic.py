@@ -533,9 +533,9 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
         init = " seq-unet " if source == "studies" else ""
         job = training.TrainingJob(tmp_path / "out", "my-seq", "seq-unet", source, data, folds=4, epochs=3,
                                    batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder",
-                                   init=init)
+                                   init=init, ensemble=source == "phantom")
         args = parser.parse_args(job.arguments())
-        assert args.init == (init.strip() or None)
+        assert args.init == (init.strip() or None) and args.ensemble == (source == "phantom")
         assert (args.command, args.model, args.name, args.folds, args.epochs, args.batch_size, args.lr, args.device) == \
             ("train", "seq-unet", "my-seq", 4, 3, 8, 5e-5, "cpu")
         assert (args.phantom, args.studies, args.folder) == (
@@ -548,6 +548,8 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
         training.TrainingJob(tmp_path, "bad name", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
     with pytest.raises(OrbitSegError, match="unknown training data source"):
         training.TrainingJob(tmp_path, "m", "sv-net", "web", "x", 2, 1, 1, 1e-4)
+    with pytest.raises(OrbitSegError, match="averaging the folds needs at least 2 folds"):
+        training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 1, 1, 1, 1e-4, ensemble=True)
 
 
 @needs_slicer

@@ -149,6 +149,25 @@ def test_fine_tuning_starts_from_the_given_model(phantom_studies, tmp_path):
         train(_config(tmp_path / "d", architecture="seq-unet", init=str(source), model_config={}), phantom_studies)
 
 
+def test_all_folds_saved_as_an_ensemble(phantom_studies, tmp_path):
+    result = train(_config(tmp_path, folds=2, fold=None, epochs=1, ensemble=True, description="two folds"),
+                   phantom_studies)
+    run = tmp_path / "run"
+    assert sorted(result.fold_scores) == [0, 1]
+    ensemble, card = models.load_checkpoint(result.model_path)
+    assert card.members == 2 and card.description == "two folds" and card.config["widths"] == TINY_SV["widths"]
+    assert all(f"fold {f} of 2" in card.training_data for f in range(2))
+    x = torch.rand(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        folds = [models.load_checkpoint(run / f"fold{f}" / "best.pt")[0](x) for f in range(2)]
+        mean = torch.stack([torch.sigmoid(f) for f in folds]).mean(0)
+        torch.testing.assert_close(torch.sigmoid(ensemble(x)), mean, rtol=1e-5, atol=1e-6)
+    with pytest.raises(OrbitSegError, match="ensemble of 2 networks; start from one of the models"):
+        train(_config(tmp_path / "b", epochs=1, init=str(result.model_path)), phantom_studies)
+    with pytest.raises(OrbitSegError, match="ensemble of fold models needs all folds"):
+        _config(tmp_path, ensemble=True).resolved()
+
+
 def test_bad_training_settings(tmp_path):
     with pytest.raises(OrbitSegError, match="fold 5"):
         _config(tmp_path, fold=5).resolved()

@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
                          loss=args.loss,
                          samples_per_epoch=args.samples_per_epoch, augment=not args.no_augment, seed=args.seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
-                         description=args.description or "")
+                         description=args.description or "", ensemble=args.ensemble)
     progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
     try:
         result = train(config, studies, data_description=description, progress=progress)
@@ -182,8 +182,22 @@ def cmd_train(args) -> int:
     finally:
         if isinstance(progress, _ProgressBar):
             progress.close()
-    print(f"Model saved: {result.model_path} (fold {result.best_fold}, validation Dice "
-          f"{result.fold_scores[result.best_fold]:.4f})")
+    if config.ensemble:
+        dice = ", ".join(f"fold {f} {score:.4f}" for f, score in sorted(result.fold_scores.items()))
+        print(f"Model saved: {result.model_path} (ensemble of {len(result.fold_scores)} folds; validation Dice {dice})")
+    else:
+        print(f"Model saved: {result.model_path} (fold {result.best_fold}, validation Dice "
+              f"{result.fold_scores[result.best_fold]:.4f})")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from .model_store import resolve_model
+    from .models.checkpoint import save_ensemble
+
+    card = save_ensemble(args.out, [resolve_model(m) for m in args.models], description=args.description or "")
+    print(f"Ensemble saved: {args.out} ({card.members} {card.architecture} networks, "
+          f"{'×'.join(f'{v:g}' for v in card.spacing)} mm grid)")
     return 0
 
 
@@ -294,8 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")
     train.add_argument("--cache", default=None, help="folder caching the prepared training volumes")
     train.add_argument("--description", default=None, help="one-line model description for the model card")
+    train.add_argument("--ensemble", action="store_true",
+                       help="save the average of all folds' best models as <name>.pt (all folds must run)")
     train.add_argument("--progress", default="text", choices=["text", "json", "none"])
     train.set_defaults(func=cmd_train)
+
+    ensemble = commands.add_parser("ensemble", help="combine models into one that averages their outputs",
+                                   description="Write one model file holding the given models (same architecture, "
+                                               "configuration, window and grid); it segments with the average of "
+                                               "their sigmoid outputs, at the cost of running each of them.")
+    ensemble.add_argument("models", nargs="+", metavar="MODEL", help="model names or .pt files (at least two networks)")
+    ensemble.add_argument("--out", required=True, help="the ensemble's .pt file")
+    ensemble.add_argument("--description", default=None, help="one-line description for the model card")
+    ensemble.set_defaults(func=cmd_ensemble)
 
     evaluate = commands.add_parser("evaluate", help="accuracy of a model on studies with references or on fresh phantom cases",
                                    description="Runs batch mode with references and writes accuracy.md (IoU, Dice, VS, "

@@ -4,7 +4,8 @@ Everything that depends on the training command's interface is in this file, so 
 interface in one place (see ``OrbitSegLib.training.loop`` and ``orbitseg train --help``):
 
 - ``orbitseg train --studies LIST | --folder DIR | --phantom N --model sv-net|seq-unet --name NAME
-  --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--restart] --progress json``;
+  --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble] [--restart]
+  --progress json``;
 - ``DIR/training_log.csv`` gains a row per fold and epoch (``fold, epoch, train_loss, val_loss,
   val_dice, lr, seconds``); ``DIR/fold<i>/best.pt`` and ``last.pt`` are written atomically after
   every epoch (so stopping the process at any time keeps the last good checkpoint) and
@@ -46,6 +47,8 @@ class TrainingJob:
     restart: bool = False
     init: str = ""
     """Model (name or ``.pt`` path) whose weights the run starts from; empty: random weights."""
+    ensemble: bool = False
+    """Save the average of all folds' best models as the final model (needs at least 2 folds)."""
 
     def __post_init__(self):
         if self.source not in DATA_SOURCES:
@@ -56,6 +59,8 @@ class TrainingJob:
                                  "phantom": "give the number of phantom cases"}[self.source])
         if not MODEL_NAME.match(self.name or ""):
             raise OrbitSegError(f"model name {self.name!r} is not a plain name (letters, digits, '.', '_', '-')")
+        if self.ensemble and self.folds < 2:
+            raise OrbitSegError("averaging the folds needs at least 2 folds")
 
     def arguments(self) -> list[str]:
         args = ["train", f"--{self.source}", str(self.data), "--model", self.architecture, "--name", self.name,
@@ -63,7 +68,7 @@ class TrainingJob:
                 "--batch-size", str(int(self.batch_size)), "--lr", f"{self.learning_rate:g}",
                 "--device", self.device, "--out", str(self.out_dir), "--progress", "json"]
         args += ["--init", self.init.strip()] if self.init.strip() else []
-        return args + (["--restart"] if self.restart else [])
+        return args + (["--ensemble"] if self.ensemble else []) + (["--restart"] if self.restart else [])
 
     @property
     def log_path(self) -> Path:

@@ -28,6 +28,7 @@ from torch import nn
 from OrbitSegLib import __version__ as ORBITSEG_VERSION
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import atomic_path
+from OrbitSegLib.models.ensemble import Ensemble, member_count, members_of
 from OrbitSegLib.models.registry import NAMES, create, model_class, preset_config
 from OrbitSegLib.structures import STRUCTURE_KEYS
 
@@ -59,6 +60,8 @@ class ModelCard:
         fixed_inplane_size: ``True`` when every slice is resampled to exactly ``input_size[:2]`` in-plane,
             stretching the in-plane spacing (the SEQ-UNET paper's 64×64); ``False``: the model grid keeps
             ``spacing`` and any size that is a multiple of :attr:`size_multiple` works.
+        members: how many networks of this configuration the checkpoint holds; more than one is an
+            :class:`~OrbitSegLib.models.ensemble.Ensemble` whose sigmoid outputs are averaged.
         training_data: free-text description of the training data and run.
         metrics: held-out metrics, e.g. ``{"iou": {"globe": 0.93, ...}}``.
         description: one line shown in model lists.
@@ -76,6 +79,7 @@ class ModelCard:
     spacing: list
     input_size: list
     fixed_inplane_size: bool = False
+    members: int = 1
     training_data: str = ""
     metrics: dict = field(default_factory=dict)
     description: str = ""
@@ -111,7 +115,8 @@ class ModelCard:
         size = "×".join(str(v) for v in self.input_size)
         scalars = ", ".join(f"{k} {v:.3g}" for k, v in self.metrics.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool))
-        parts = [self.description or self.architecture, f"{spacing} mm grid, patch {size}",
+        parts = [self.description or self.architecture] + ([f"ensemble of {self.members}"] if self.members > 1 else [])
+        parts += [f"{spacing} mm grid, patch {size}",
                  f"window {self.window[0]:g}/{self.window[1]:g} HU", f"created {self.created[:10] or '?'}"]
         held_out = self.metrics.get("held_out")
         if isinstance(held_out, dict) and "tao_mean_iou" in held_out:
@@ -157,7 +162,8 @@ def make_card(model: nn.Module, *, window, spacing, input_size, fixed_inplane_si
     """
     card = ModelCard(architecture=model.name, config=model.config, labels=list(HEAD_LABELS[model.head]),
                      head=model.head, window=list(window), spacing=list(spacing), input_size=list(input_size),
-                     fixed_inplane_size=bool(fixed_inplane_size), training_data=training_data, metrics=metrics or {}, description=description,
+                     fixed_inplane_size=bool(fixed_inplane_size), members=member_count(model),
+                     training_data=training_data, metrics=metrics or {}, description=description,
                      software=software_versions(),
                      created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return ModelCard.from_dict(card.to_dict())
@@ -191,6 +197,8 @@ def check_card(card: ModelCard, source: str) -> None:
         keys = sorted(card.config) if isinstance(card.config, dict) else card.config
         raise OrbitSegError(f"{source}: {card.architecture} configuration keys {keys} are not "
                             f"{sorted(expected_keys)}")
+    if not isinstance(card.members, int) or isinstance(card.members, bool) or card.members < 1:
+        raise OrbitSegError(f"{source}: members {card.members!r} is not a positive integer")
     if card.config["out_channels"] != len(card.labels):
         raise OrbitSegError(f"{source}: configuration out_channels does not match the {len(card.labels)} labels")
     try:
@@ -215,6 +223,9 @@ def _check_model_matches_card(model: nn.Module, card: ModelCard, source: str) ->
     if card.architecture != model.name or card.config != model.config:
         raise OrbitSegError(f"{source}: card describes {card.architecture} {card.config}, but the model is "
                             f"{model.name} {model.config}")
+    if card.members != member_count(model):
+        raise OrbitSegError(f"{source}: card describes {card.members} network(s), but the model has "
+                            f"{member_count(model)}")
 
 
 def save_checkpoint(path, model: nn.Module, card: ModelCard, *, half: bool = False,
@@ -317,18 +328,27 @@ def read_extra(path) -> dict:
 def load_checkpoint(path, device="cpu") -> tuple[nn.Module, ModelCard]:
     """Build the model a checkpoint describes, load and verify its weights; returns ``(model, card)``.
 
-    The model is float32, in eval mode, on ``device``. Missing or invalid cards, unknown format
-    versions, checksum mismatches and configurations that do not fit the weights raise ``OrbitSegError``.
+    The model is float32, in eval mode, on ``device``; a card with ``members > 1`` gives an
+    :class:`~OrbitSegLib.models.ensemble.Ensemble`. Missing or invalid cards, unknown format versions,
+    checksum mismatches and configurations that do not fit the weights raise ``OrbitSegError``.
     """
+    model, card, _ = _load(path)
+    return model.to(device).eval(), card
+
+
+def _load(path) -> tuple[nn.Module, ModelCard, bool]:
+    """``(model on the CPU, card, whether its floating weights are stored as float16)``."""
     data = _read(path, mmap=False)
     card = _card_of(data, path)
     state = _verified_state(data, card, path)
     try:
-        model = create(card.architecture, **card.config)
+        networks = [create(card.architecture, **card.config) for _ in range(card.members)]
     except OrbitSegError as exc:
         raise OrbitSegError(f"{path}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise OrbitSegError(f"{path}: invalid {card.architecture} configuration in the card ({exc})") from None
+    model = networks[0] if card.members == 1 else Ensemble(networks)
+    half = all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
     state = {k: t.float() if t.is_floating_point() else t for k, t in state.items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -336,4 +356,39 @@ def load_checkpoint(path, device="cpu") -> tuple[nn.Module, ModelCard]:
         detail = " ".join(str(exc).split())
         raise OrbitSegError(f"{path}: the card's {card.architecture} configuration does not fit the weights "
                             f"({detail[:300]})") from None
-    return model.to(device).eval(), card
+    return model, card, half
+
+
+ENSEMBLE_FIELDS = ("architecture", "config", "labels", "head", "window", "spacing", "input_size",
+                   "fixed_inplane_size")
+"""Card fields that the models of an ensemble must share."""
+
+
+def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
+    """Write the ensemble of the checkpoints ``sources`` to ``path``; returns the stored card.
+
+    An ensemble among the sources contributes all its members. The sources must agree in
+    :data:`ENSEMBLE_FIELDS` (one network configuration on one model grid). The new card names every
+    source and its training data; held-out metrics are not carried over, since they describe the
+    single models (``orbitseg evaluate --record`` measures the ensemble's own). Weights are stored as
+    float16 when every source stores them so.
+    """
+    sources = [Path(p) for p in sources]
+    loaded = [_load(p) for p in sources]
+    networks = [net for model, _, _ in loaded for net in members_of(model)]
+    if len(networks) < 2:
+        raise OrbitSegError(f"an ensemble needs at least two models, got {len(networks)}")
+    first = loaded[0][1]
+    for source, (_, card, _) in zip(sources[1:], loaded[1:]):
+        for name in ENSEMBLE_FIELDS:
+            if getattr(card, name) != getattr(first, name):
+                raise OrbitSegError(f"cannot combine {sources[0]} and {source}: their {name} differ "
+                                    f"({getattr(first, name)} against {getattr(card, name)})")
+    parts = [f"{p.name} ({card.description or card.architecture}, created {card.created[:10]}): "
+             f"{card.training_data or 'no training data recorded'}" for p, (_, card, _) in zip(sources, loaded)]
+    ensemble = Ensemble(networks)
+    card = make_card(ensemble, window=first.window, spacing=first.spacing, input_size=first.input_size,
+                     fixed_inplane_size=first.fixed_inplane_size, description=description,
+                     training_data=f"ensemble of {len(networks)} networks, sigmoid outputs averaged: "
+                                   + " | ".join(parts))
+    return save_checkpoint(path, ensemble, card, half=all(half for _, _, half in loaded))

@@ -5,7 +5,8 @@ Outputs in ``out_dir``:
 - ``training_log.csv``: one row per fold and epoch (train/validation loss, validation Dice, seconds);
 - ``fold<i>/last.pt``: after every epoch, with the optimizer state for resuming;
 - ``fold<i>/best.pt``: the epoch with the best validation Dice (model selection);
-- ``<name>.pt``: the best fold's best model, ready for ``orbitseg segment --model``;
+- ``<name>.pt``: the best fold's best model, ready for ``orbitseg segment --model``; with ``ensemble``
+  (all folds run), the ensemble of every fold's best model instead;
 - TensorBoard events in ``tensorboard/`` when the ``tensorboard`` package is installed.
 
 Every checkpoint is written atomically, so an interruption (Ctrl-C, cancel, crash) always leaves the
@@ -33,7 +34,7 @@ from ..errors import CancelledError, OrbitSegError
 from ..inference import InferenceOptions, Predictor, select_device
 from ..metrics import overlap
 from ..model_store import resolve_model
-from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint
+from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint, save_ensemble
 from ..postprocess import scores_to_classes
 from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
@@ -56,7 +57,8 @@ class TrainConfig:
 
     ``init`` (a model name or ``.pt`` path) starts every fold from that model's weights instead of a
     random initialisation (fine-tuning); its architecture must be ``architecture``, and its
-    configuration replaces ``preset`` and ``model_config``.
+    configuration replaces ``preset`` and ``model_config``. ``ensemble`` saves the average of all
+    folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2).
     """
 
     out_dir: str
@@ -84,6 +86,7 @@ class TrainConfig:
     cache_dir: str | None = None
     half: bool = True
     description: str = ""
+    ensemble: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with every default filled in and values checked."""
@@ -99,6 +102,9 @@ class TrainConfig:
             raise OrbitSegError(f"fold {c.fold} is outside 0..{c.folds - 1}")
         if c.epochs < 1:
             raise OrbitSegError(f"epochs must be at least 1, got {c.epochs}")
+        if c.ensemble and (c.folds < 2 or c.fold is not None):
+            raise OrbitSegError("an ensemble of fold models needs all folds of a cross-validation "
+                                "(folds of at least 2, no single fold chosen)")
         if c.lr_schedule not in ("constant", "cosine"):
             raise OrbitSegError(f"unknown learning-rate schedule {c.lr_schedule!r}; use constant or cosine")
         return c
@@ -127,7 +133,8 @@ def fold_split(case_ids: list[str], folds: int, seed: int) -> list[list[str]]:
 
 def train(config: TrainConfig, studies: list[Study], *, data_description: str = "",
           progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> TrainResult:
-    """Train (all folds, or ``config.fold``) and save the best model as ``out_dir/<name>.pt``."""
+    """Train (all folds, or ``config.fold``) and save the best model (or the folds' ensemble) as
+    ``out_dir/<name>.pt``."""
     config = config.resolved()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,8 +166,11 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
                                                        data_description, fold_progress, cancel)
     best_fold = max(scores, key=lambda f: scores[f])
     final = out / f"{config.name}.pt"
-    shutil.copyfile(out / f"fold{best_fold}" / "best.pt", final.with_suffix(".tmp"))
-    final.with_suffix(".tmp").replace(final)
+    if config.ensemble:
+        save_ensemble(final, [out / f"fold{f}" / "best.pt" for f in to_run], description=config.description)
+    else:
+        shutil.copyfile(out / f"fold{best_fold}" / "best.pt", final.with_suffix(".tmp"))
+        final.with_suffix(".tmp").replace(final)
     if progress:
         progress(1.0, f"Saved {final}")
     return TrainResult(final, best_fold, scores, fold_metrics[best_fold])
@@ -268,6 +278,9 @@ def _load_start(config: TrainConfig) -> _Start | None:
         return None
     path = resolve_model(config.init)
     model, card = load_checkpoint(path)
+    if card.members > 1:
+        raise OrbitSegError(f"cannot fine-tune from {path}: it is an ensemble of {card.members} networks; "
+                            f"start from one of the models it was made of")
     if card.architecture != config.architecture:
         raise OrbitSegError(f"cannot fine-tune {config.architecture} from {path}: it is a {card.architecture} model")
     if list(card.spacing) != list(config.spacing):
