@@ -513,6 +513,7 @@ def test_model_list_cards_and_registration(tmp_path, monkeypatch):
     with pytest.raises(OrbitSegError, match="not a readable OrbitSeg checkpoint"):
         training.register_model(broken, "broken")
     (tmp_path / "user" / "damaged.pt").write_bytes(b"garbage")
+    models.save_ensemble(tmp_path / "user" / "pair.pt", [trained, trained])
 
     choices = {c.name: c for c in modelinfo.model_choices()}
     mine = choices["my-sv-net"]
@@ -520,6 +521,8 @@ def test_model_list_cards_and_registration(tmp_path, monkeypatch):
     html = modelinfo.card_html(mine)
     assert "constant test model" in html and "iou / globe: 0.5" in html and "sv-net" in html
     assert modelinfo.card_tooltip(mine).startswith("constant test model")
+    assert "sv-net, ensemble of 2 networks (outputs averaged)" in modelinfo.card_html(choices["pair"])
+    assert "ensemble" not in modelinfo.card_html(mine)
     assert choices["damaged"].problem and "cannot be used" in modelinfo.card_html(choices["damaged"])
     assert [c.origin for c in choices.values()] == sorted((c.origin for c in choices.values()),
                                                           key=lambda o: o != "bundled")

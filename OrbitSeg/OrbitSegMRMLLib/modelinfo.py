@@ -64,7 +64,8 @@ def card_html(choice: ModelChoice) -> str:
     size = " × ".join(str(v) for v in card.get("input_size", []))
     window = card.get("window") or ["?", "?"]
     rows = [
-        ("Architecture", card.get("architecture", "?")),
+        ("Architecture", card.get("architecture", "?") + (f", ensemble of {card['members']} networks (outputs averaged)"
+                                                          if card.get("members", 1) > 1 else "")),
         ("Description", card.get("description") or "—"),
         ("Origin", f"{choice.origin}: {choice.path}"),
         ("Structures", ", ".join(card.get("labels", []))),
