@@ -145,7 +145,8 @@ def test_an_ensemble_segments_with_its_members_mean(model_dir, tmp_path, capsys)
     assert "Ensemble saved" in capsys.readouterr().out
     volume = np.random.default_rng(0).random((32, 48, 32), dtype=np.float32)
     pair = load_model(tmp_path / "pair.pt", "cpu")
-    expected = np.mean([load_model(p, "cpu").predictor.predict(volume) for p in (single, tmp_path / "other.pt")], axis=0)
+    members = (single, tmp_path / "other.pt")
+    expected = np.mean([load_model(p, "cpu").predictor.predict(volume) for p in members], axis=0)
     np.testing.assert_allclose(pair.predictor.predict(volume), expected, rtol=1e-5, atol=1e-6)
     # the same model twice segments exactly like the model alone, on the input's grid
     assert main(["ensemble", str(single), str(single), "--out", str(tmp_path / "twice.pt")]) == 0

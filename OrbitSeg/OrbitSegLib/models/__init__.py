@@ -14,8 +14,8 @@ from OrbitSegLib.models.checkpoint import (
     FORMAT_VERSION, HEAD_LABELS, ModelCard, load_checkpoint, make_card, read_card, read_extra, record_metrics,
     save_checkpoint, save_ensemble,
 )
-from OrbitSegLib.models.ensemble import Ensemble
 from OrbitSegLib.models.convlstm import BiConvLSTM, ConvLSTMCell
+from OrbitSegLib.models.ensemble import Ensemble
 from OrbitSegLib.models.registry import NAMES, PRESETS, create, model_class, preset_config
 from OrbitSegLib.models.seq_unet import SeqUNet
 from OrbitSegLib.models.sv_net import SVNet
