@@ -187,3 +187,20 @@ def test_train_command_on_a_phantom_study_list(tmp_path):
     assert code == 0
     _, card = models.load_checkpoint(tmp_path / "run" / "tiny-seq.pt")
     assert card.architecture == "seq-unet" and "study list" in card.training_data
+
+
+def test_training_without_validation_keeps_the_lowest_training_loss(tmp_path, capsys):
+    from OrbitSegLib.phantom import write_dataset
+    studies = write_dataset(tmp_path / "data", 2, seed=12, small=True)
+    code = main(["train", "--studies", str(studies), "--out", str(tmp_path / "run"), "--model", "sv-net",
+                 "--spacing", "1", "1", "2", "--input-size", "48", "64", "16", "--folds", "1", "--epochs", "2",
+                 "--batch-size", "2", "--samples-per-epoch", "2", "--device", "cpu", "--name", "all-data",
+                 "--progress", "none"])
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
+    losses = [float(r["train_loss"]) for r in rows]
+    _, card = models.load_checkpoint(tmp_path / "run" / "all-data.pt")
+    assert "val_dice" not in card.metrics and card.metrics["train_loss"] == pytest.approx(min(losses))
+    assert card.metrics["epoch"] == 1 + losses.index(min(losses)) and "0 validation studies" in card.training_data
+    assert f"no validation: the epoch with the lowest training loss, {min(losses):.4f}" in capsys.readouterr().out
+

@@ -185,6 +185,9 @@ def cmd_train(args) -> int:
     if config.ensemble:
         dice = ", ".join(f"fold {f} {score:.4f}" for f, score in sorted(result.fold_scores.items()))
         print(f"Model saved: {result.model_path} (ensemble of {len(result.fold_scores)} folds; validation Dice {dice})")
+    elif config.folds == 1:
+        print(f"Model saved: {result.model_path} (no validation: the epoch with the lowest training loss, "
+              f"{-result.fold_scores[0]:.4f})")
     else:
         print(f"Model saved: {result.model_path} (fold {result.best_fold}, validation Dice "
               f"{result.fold_scores[result.best_fold]:.4f})")

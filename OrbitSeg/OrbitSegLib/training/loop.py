@@ -236,8 +236,9 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         score = val_dice if val_eyes else -train_loss
         improved = score > best
         if improved:
-            best, best_metrics = score, {"val_dice": val_dice, "val_dice_per_structure": per_structure,
-                                         "fold": fold, "epoch": epoch + 1}
+            quality = ({"val_dice": val_dice, "val_dice_per_structure": per_structure} if val_eyes
+                       else {"train_loss": train_loss})
+            best, best_metrics = score, {**quality, "fold": fold, "epoch": epoch + 1}
         card = make_card(model, window=config.window, spacing=config.spacing, input_size=config.input_size,
                          fixed_inplane_size=config.fixed_inplane_size,
                          training_data=_describe(data_description, train_eyes, val_eyes, config, fold,
