@@ -177,25 +177,25 @@ def test_bad_training_settings(tmp_path):
         studies_from_list(tmp_path / "missing.csv")
 
 
-def test_train_command_on_a_phantom_study_list(tmp_path):
+def _train_command(tmp_path, cases: int, seed: int, *options: str) -> int:
+    """``orbitseg train`` on a study list of small phantom cases written to ``tmp_path/data``, into ``tmp_path/run``."""
     from OrbitSegLib.phantom import write_dataset
-    studies = write_dataset(tmp_path / "data", 3, seed=11, small=True)
-    code = main(["train", "--studies", str(studies), "--out", str(tmp_path / "run"), "--model", "seq-unet",
-                 "--spacing", "1", "1", "2", "--input-size", "48", "64", "3", "--folds", "3", "--fold", "1",
-                 "--epochs", "1", "--batch-size", "6", "--device", "cpu", "--name", "tiny-seq",
-                 "--progress", "none"])
+    studies = write_dataset(tmp_path / "data", cases, seed=seed, small=True)
+    return main(["train", "--studies", str(studies), "--out", str(tmp_path / "run"), "--spacing", "1", "1", "2",
+                 "--device", "cpu", "--progress", "none", *options])
+
+
+def test_train_command_on_a_phantom_study_list(tmp_path):
+    code = _train_command(tmp_path, 3, 11, "--model", "seq-unet", "--input-size", "48", "64", "3", "--folds", "3",
+                          "--fold", "1", "--epochs", "1", "--batch-size", "6", "--name", "tiny-seq")
     assert code == 0
     _, card = models.load_checkpoint(tmp_path / "run" / "tiny-seq.pt")
     assert card.architecture == "seq-unet" and "study list" in card.training_data
 
 
 def test_training_without_validation_keeps_the_lowest_training_loss(tmp_path, capsys):
-    from OrbitSegLib.phantom import write_dataset
-    studies = write_dataset(tmp_path / "data", 2, seed=12, small=True)
-    code = main(["train", "--studies", str(studies), "--out", str(tmp_path / "run"), "--model", "sv-net",
-                 "--spacing", "1", "1", "2", "--input-size", "48", "64", "16", "--folds", "1", "--epochs", "2",
-                 "--batch-size", "2", "--samples-per-epoch", "2", "--device", "cpu", "--name", "all-data",
-                 "--progress", "none"])
+    code = _train_command(tmp_path, 2, 12, "--model", "sv-net", "--input-size", "48", "64", "16", "--folds", "1",
+                          "--epochs", "2", "--batch-size", "2", "--samples-per-epoch", "2", "--name", "all-data")
     assert code == 0
     rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
     losses = [float(r["train_loss"]) for r in rows]
