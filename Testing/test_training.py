@@ -147,6 +147,7 @@ def test_fine_tuning_starts_from_the_given_model(phantom_studies, tmp_path):
     assert any(not torch.allclose(fresh.state_dict()[k], start.state_dict()[k], atol=1e-3) for k in weights)
     with pytest.raises(OrbitSegError, match="it is a sv-net model"):
         train(_config(tmp_path / "d", architecture="seq-unet", init=str(source), model_config={}), phantom_studies)
+    assert not (tmp_path / "d").exists()  # a refused start leaves no empty output folder behind
 
 
 def test_all_folds_saved_as_an_ensemble(phantom_studies, tmp_path):

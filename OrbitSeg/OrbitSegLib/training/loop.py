@@ -136,12 +136,12 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     """Train (all folds, or ``config.fold``) and save the best model (or the folds' ensemble) as
     ``out_dir/<name>.pt``."""
     config = config.resolved()
+    start = _load_start(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=config.seed)
     device = select_device(config.device)
     log.info("training %s on %s", config.architecture, device.note)
-    start = _load_start(config)
     probe = _new_model(config, start)
     spec = GridSpec(tuple(config.spacing), tuple(config.window), probe.size_multiple,
                     tuple(config.input_size[:2]) if config.fixed_inplane_size else None)
