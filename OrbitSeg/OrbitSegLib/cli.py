@@ -187,7 +187,7 @@ def cmd_train(args) -> int:
         print(f"Model saved: {result.model_path} (ensemble of {len(result.fold_scores)} folds; validation Dice {dice})")
     elif config.folds == 1:
         print(f"Model saved: {result.model_path} (no validation: the epoch with the lowest training loss, "
-              f"{-result.fold_scores[0]:.4f})")
+              f"{result.metrics['train_loss']:.4f})")
     else:
         print(f"Model saved: {result.model_path} (fold {result.best_fold}, validation Dice "
               f"{result.fold_scores[result.best_fold]:.4f})")
