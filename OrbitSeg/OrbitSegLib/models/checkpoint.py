@@ -108,6 +108,10 @@ class ModelCard:
         """What the model grid's sizes must be multiples of for this architecture and configuration."""
         return model_class(self.architecture).size_multiple_for(self.config)
 
+    def identity(self) -> str:
+        """Description (or architecture) and creation date: how other models' cards name this one."""
+        return f"{self.description or self.architecture}, created {self.created[:10]}"
+
     def summary(self) -> str:
         """One line for model lists: description, grid, window, date, top-level scalar metrics and the
         held-out headline (recorded by ``orbitseg evaluate --record``)."""
@@ -384,8 +388,8 @@ def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
             if getattr(card, name) != getattr(first, name):
                 raise OrbitSegError(f"cannot combine {sources[0]} and {source}: their {name} differ "
                                     f"({getattr(first, name)} against {getattr(card, name)})")
-    parts = [f"{p.name} ({card.description or card.architecture}, created {card.created[:10]}): "
-             f"{card.training_data or 'no training data recorded'}" for p, (_, card, _) in zip(sources, loaded)]
+    parts = [f"{p.name} ({card.identity()}): {card.training_data or 'no training data recorded'}"
+             for p, (_, card, _) in zip(sources, loaded)]
     ensemble = Ensemble(networks)
     card = make_card(ensemble, window=first.window, spacing=first.spacing, input_size=first.input_size,
                      fixed_inplane_size=first.fixed_inplane_size, description=description,

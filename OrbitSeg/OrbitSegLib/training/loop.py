@@ -286,8 +286,7 @@ def _load_start(config: TrainConfig) -> _Start | None:
         raise OrbitSegError(f"cannot fine-tune {config.architecture} from {path}: it is a {card.architecture} model")
     if list(card.spacing) != list(config.spacing):
         log.info("fine-tuning %s, trained on a %s mm grid, on a %s mm grid", path, card.spacing, list(config.spacing))
-    return _Start(model.train(), f"; fine-tuned from {path.name} ({card.description or card.architecture}, "
-                                 f"created {card.created[:10]})")
+    return _Start(model.train(), f"; fine-tuned from {path.name} ({card.identity()})")
 
 
 def _new_model(config: TrainConfig, start: _Start | None) -> torch.nn.Module:
