@@ -124,6 +124,7 @@ class OrbitSegParameterNode:
     """The panel's state, saved with the scene.
 
     startSlice/endSlice: axial slice indices, -1 = automatic. modelName: name of the chosen model.
+    averageShiftedGrids: segment on two model grids half a voxel apart and average (``--grid-shifts 2``).
     rightEyeBox/leftEyeBox: the per-eye VOI boxes (markups ROIs) the user can adjust.
     """
 
@@ -133,6 +134,7 @@ class OrbitSegParameterNode:
     side: Side = Side.BOTH
     modelName: str = "sv-net"
     device: Device = Device.AUTO
+    averageShiftedGrids: bool = False
     rightEyeBox: vtkMRMLMarkupsROINode
     leftEyeBox: vtkMRMLMarkupsROINode
     outputSegmentation: vtkMRMLSegmentationNode
@@ -577,9 +579,12 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         end = p.endSlice if p.endSlice >= 0 else None
         jobDir = Path(slicer.app.temporaryPath) / "OrbitSeg" / time.strftime("%Y%m%d-%H%M%S")
         self.ui.logTextEdit.clear()
-        self.log(f"Input: {p.inputVolume.GetName()}; model {choice.name} ({choice.path}); device {p.device.value}")
+        gridShifts = 2 if p.averageShiftedGrids else 1
+        self.log(f"Input: {p.inputVolume.GetName()}; model {choice.name} ({choice.path}); device {p.device.value}"
+                 + ("; averaging two shifted grids" if gridShifts > 1 else ""))
         self._job = sceneLogic.prepare_job(p.inputVolume, jobDir, str(choice.path), side=p.side.value,
-                                           device=p.device.value, voi=voi, start=start, end=end)
+                                           device=p.device.value, voi=voi, start=start, end=end,
+                                           grid_shifts=gridShifts)
         self._jobVolume = p.inputVolume
         self._startTime = time.time()
         self._process = OrbitSegProcess(self.onProgress, self.log, self.onFinished)

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from OrbitSegLib import models, structures
-from OrbitSegLib.inference import Predictor, select_device
+from OrbitSegLib.inference import InferenceOptions, Predictor, select_device
 from OrbitSegLib.model_store import LoadedModel
 
 ROTATIONS = {
@@ -99,10 +99,10 @@ class BrightVoxelNet(torch.nn.Module):
         return self.conv(x)
 
 
-def bright_model(spacing=(0.5, 0.5, 1.0)) -> LoadedModel:
+def bright_model(spacing=(0.5, 0.5, 1.0), options: InferenceOptions = InferenceOptions()) -> LoadedModel:
     card = models.make_card(models.create("sv-net", widths=[2, 2, 2, 2, 2]), window=(48, 400), spacing=spacing,
                             input_size=(32, 32, 16))
-    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"))
+    predictor = Predictor(BrightVoxelNet(), "sv-net", "sigmoid", select_device("cpu"), options)
     return LoadedModel("bright", Path("bright"), card, predictor)
 
 

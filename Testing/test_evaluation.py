@@ -66,3 +66,10 @@ def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     assert 0.0 <= numbers["globe_iou"] <= 1.0
     assert "| globe | both | 4 |" in (tmp_path / "eval" / "accuracy.md").read_text(encoding="utf-8")
     assert models.read_card(folder / "tiny.pt").metrics["held_out"] == {"data": str(studies), **numbers}
+    # test-time grid shifts are recorded apart, leaving the plain numbers as they were
+    assert main(["evaluate", "--studies", str(studies), "--model", str(folder / "tiny.pt"), "--out",
+                 str(tmp_path / "eval2"), "--device", "cpu", "--progress", "none", "--record", "--grid-shifts", "2"]) == 0
+    shifted = json.loads((tmp_path / "eval2" / "headline.json").read_text(encoding="utf-8"))
+    metrics = models.read_card(folder / "tiny.pt").metrics
+    assert metrics["held_out_grid_shifts_2"] == {"data": str(studies), **shifted}
+    assert metrics["held_out"] == {"data": str(studies), **numbers}

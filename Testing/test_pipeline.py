@@ -65,6 +65,29 @@ def test_progress_and_cancel():
         segment_image(image, bright_model(), cancel=lambda: len(seen) > 0)
 
 
+def test_grid_shifts_average_shifted_grids_on_the_input_grid(tmp_path):
+    image = blob_phantom(ROTATIONS["oblique"])
+    seen = []
+    single = segment_image(image, bright_model())
+    shifted = segment_image(image, bright_model(options=InferenceOptions(grid_shifts=2)),
+                            progress=lambda f, m: seen.append(m))
+    assert same_grid(shifted.labelmap, image)
+    assert sum("(grid 2 of 2)" in m and m.startswith("Segmenting") for m in seen) == 2  # both eyes, twice each
+    a, b = (sitk.GetArrayFromImage(r.labelmap) for r in (single, shifted))
+    for side in BLOBS:
+        value = structures.label_value(side, "globe")
+        overlap = 2 * ((a == value) & (b == value)).sum() / ((a == value).sum() + (b == value).sum())
+        assert overlap > 0.97, side  # the same blob, its boundary sampled at other points
+        kji = np.argwhere(b == value).mean(axis=0)
+        point = shifted.labelmap.TransformContinuousIndexToPhysicalPoint(kji[::-1].tolist())
+        np.testing.assert_allclose(point, BLOBS[side], atol=0.7)
+    assert shifted.timings["model"] > 0
+    ct_path = write_image(image, tmp_path / "ct.nii.gz")
+    run_segmentation(ct_path, tmp_path / "out", bright_model(options=InferenceOptions(grid_shifts=4)))
+    run = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
+    assert run["inference_options"]["grid_shifts"] == 4
+
+
 def test_run_segmentation_writes_outputs_with_reference(tmp_path):
     image = blob_phantom(ROTATIONS["ras"])
     ct_path = write_image(image, tmp_path / "ct.nii.gz")
@@ -169,11 +192,13 @@ def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
     image = blob_phantom(ROTATIONS["flipped"], spacing=(0.8, 0.8, 2.0))
     ct = write_image(image, tmp_path / "ct.nrrd")
     code = main(["segment", str(ct), "--out", str(tmp_path / "out"), "--model", "tiny-sv", "--device", "cpu",
-                 "--side", "right", "--progress", "none"])
+                 "--side", "right", "--progress", "none", "--grid-shifts", "2"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "Right superior rectus" in printed and "Left" not in printed
     assert same_grid(read_reference(tmp_path / "out" / "segmentation.seg.nrrd"), image)
+    run = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
+    assert run["inference_options"]["grid_shifts"] == 2
 
 
 @pytest.mark.parametrize("args, message", [

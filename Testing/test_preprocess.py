@@ -7,6 +7,7 @@ import SimpleITK as sitk
 
 from conftest import ROTATIONS, make_image, physical_grid
 from OrbitSegLib import preprocess as P
+from OrbitSegLib.errors import OrbitSegError
 
 
 def test_window_clips_and_scales():
@@ -73,6 +74,30 @@ def test_scores_go_back_onto_the_crop_grid(orientation):
     recovered = back[1] > back[0]
     dice = 2 * (original & recovered).sum() / (original.sum() + recovered.sum())
     assert dice > 0.9
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_shifted_grid_moves_by_voxel_fractions_along_its_own_axes(side):
+    crop, _ = _blob_crop(ROTATIONS["oblique"])
+    grid = P.model_grid(crop, side, (0.5, 0.5, 1.0), multiple=8)
+    assert P.shifted_grid(grid, (0.0, 0.0, 0.0)) is grid
+    for offset in P.grid_offsets(4)[1:]:
+        moved = P.shifted_grid(grid, offset)
+        assert moved.GetSize() == grid.GetSize() and moved.GetSpacing() == grid.GetSpacing()
+        assert moved.GetDirection() == grid.GetDirection()
+        # index i of the moved grid is the continuous index i + offset of the original one
+        for index in ((0, 0, 0), (3, 5, 2)):
+            expected = grid.TransformContinuousIndexToPhysicalPoint([i + o for i, o in zip(index, offset)])
+            np.testing.assert_allclose(moved.TransformIndexToPhysicalPoint(index), expected, atol=1e-9)
+    assert grid.GetOrigin() == P.model_grid(crop, side, (0.5, 0.5, 1.0), multiple=8).GetOrigin()  # untouched
+
+
+def test_grid_offsets_start_with_the_grid_itself_and_reject_other_counts():
+    for shifts in (1, 2, 4):
+        offsets = P.grid_offsets(shifts)
+        assert len(offsets) == shifts and offsets[0] == (0.0, 0.0, 0.0) and len(set(offsets)) == shifts
+    with pytest.raises(OrbitSegError, match="grid shifts must be one of"):
+        P.grid_offsets(3)
 
 
 def test_fixed_inplane_size_stretches_spacing():

@@ -409,7 +409,8 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     ct = volume_node(mrml.scene, image)
     model = constant_checkpoint(tmp_path / "constant.pt")
     voi = mrml.logic.suggest_voi(ct)
-    job = mrml.logic.prepare_job(ct, tmp_path / "job", str(model), device="cpu", voi=voi, start=voi.start_slice + 1)
+    job = mrml.logic.prepare_job(ct, tmp_path / "job", str(model), device="cpu", voi=voi, start=voi.start_slice + 1,
+                                 grid_shifts=2)
     written = imageio.read_image(job.ct_path)
     assert imageio.same_grid(written, image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(image))
@@ -423,6 +424,8 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     assert progress[0].fraction == 0.0 and progress[-1].fraction == 1.0
     assert [p.fraction for p in progress] == sorted(p.fraction for p in progress)
     assert any("right eye (OD)" in p.message for p in progress)
+    assert any("(grid 2 of 2)" in p.message for p in progress)  # the panel's "average two shifted grids"
+    assert job.read_run()["inference_options"]["grid_shifts"] == 2
 
     segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
@@ -455,6 +458,9 @@ def test_segmentation_job_arguments_are_what_the_cli_accepts(tmp_path):
     assert (args.voi, args.start, args.end, args.progress) == (str(tmp_path / "voi.json"), 4, 30, "json")
     plain = build_parser().parse_args(jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "o", "m").arguments())
     assert (plain.voi, plain.start, plain.end, plain.side, plain.device) == (None, None, None, "both", "auto")
+    assert plain.grid_shifts == 1 and args.grid_shifts == 1
+    shifted = jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "o", "m", grid_shifts=2)
+    assert build_parser().parse_args(shifted.arguments()).grid_shifts == 2
     command = jobs.cli_command("/opt/Slicer/bin/PythonSlicer", ["segment", "x"], library="/lib")
     assert command[:2] == ["/opt/Slicer/bin/PythonSlicer", "-c"] and command[3:] == ["/lib", "segment", "x"]
     assert jobs.library_parent() == REPO / "OrbitSeg"

@@ -12,6 +12,8 @@ compared voxel for voxel:
 
 - ``sv-net``: the bundled SV-Net, whole eye in one pass;
 - ``sv-net-step1``: the same weights with the paper's protocol, a 32-slice window moved one slice at a time;
+- ``sv-net-shift2``: the same weights, whole eye, averaged over two model grids half a voxel apart
+  (``--grid-shifts 2``, test-time augmentation);
 - ``seq-unet``: the bundled SEQ-UNET with the default options (4 slice triplets per forward pass);
 - ``seq-unet-single``: the same weights, one triplet at a time (the paper's code);
 - ``--paper``: the papers' full-size networks (random weights: speed and memory only), each with the
@@ -34,6 +36,7 @@ from pathlib import Path
 CONFIGS = {
     "sv-net": {"model": "sv-net", "options": {}},
     "sv-net-step1": {"model": "sv-net", "options": {"window": 32, "step": 1, "blend": "constant"}},
+    "sv-net-shift2": {"model": "sv-net", "options": {"grid_shifts": 2}},
     "seq-unet": {"model": "seq-unet", "options": {}},
     "seq-unet-single": {"model": "seq-unet", "options": {"batch_size": 1}},
 }
@@ -43,7 +46,8 @@ PAPER_CONFIGS = {
     "seq-unet-paper": {"paper": "seq-unet", "options": {}},
     "seq-unet-paper-single": {"paper": "seq-unet", "options": {"batch_size": 1}},
 }
-PAIRS = (("sv-net", "sv-net-step1"), ("seq-unet", "seq-unet-single"),
+PAIRS = (("sv-net", "sv-net-step1"), ("sv-net-shift2", "sv-net-step1"), ("sv-net", "sv-net-shift2"),
+         ("seq-unet", "seq-unet-single"),
          ("sv-net-paper", "sv-net-paper-step1"), ("seq-unet-paper", "seq-unet-paper-single"))
 """(fast, baseline) pairs whose speed ratio and output difference are reported."""
 

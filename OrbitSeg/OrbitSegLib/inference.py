@@ -83,7 +83,9 @@ class InferenceOptions:
     ``window``: SV-Net window depth in slices (``None``: the whole eye in one pass); ``overlap``: window
     overlap fraction along z; ``step``: window step in slices (overrides overlap; 1 = the paper's
     protocol); ``batch_size``: windows (SV-Net) or triplets (SEQ-UNET) per forward pass; ``blend``:
-    MONAI blending of overlapping windows.
+    MONAI blending of overlapping windows; ``grid_shifts``: test-time augmentation, the number of model
+    grids (1, 2 or 4, see :data:`preprocess.GRID_SHIFTS`) whose scores the pipeline averages, each
+    costing one more pass of the model.
     """
 
     window: int | None = None
@@ -91,6 +93,7 @@ class InferenceOptions:
     step: int | None = None
     batch_size: int = 4
     blend: str = "gaussian"
+    grid_shifts: int = 1
 
 
 class Predictor:

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from .inference import InferenceOptions
 from .metrics import compare_labelmaps, volumes_cm3
 from .model_store import DEFAULT_MODEL, LoadedModel, load_model
 from .postprocess import clean_classes, scores_to_classes
-from .preprocess import image_to_grid, model_grid, scores_to_crop
+from .preprocess import grid_offsets, image_to_grid, model_grid, scores_to_crop, shifted_grid
 from .segio import read_reference, write_labelmap, write_seg_nrrd
 from .tables import AGREEMENT_COLUMNS, REFERENCE_COLUMNS, VOLUME_COLUMNS, agreement_rows, volume_rows, write_csv
 from .voi import VOI, crop, paste, suggest_voi, validate_voi
@@ -46,7 +46,8 @@ class SegmentationResult:
     """Everything one run produced.
 
     ``labelmap``: uint8 image on the input CT's exact grid (OrbitSeg label values);
-    ``rows``: volume rows (see :func:`tables.volume_rows`); ``timings``: seconds per stage.
+    ``rows``: volume rows (see :func:`tables.volume_rows`); ``options``: how the model was run;
+    ``timings``: seconds per stage.
     """
 
     labelmap: sitk.Image
@@ -56,6 +57,7 @@ class SegmentationResult:
     model_name: str
     model_card: dict
     device_note: str
+    options: InferenceOptions
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -92,7 +94,9 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     """Segment both (or one) orbits of a CT image.
 
     ``voi`` defaults to :func:`voi.suggest_voi`; ``start_slice``/``end_slice`` (0-based, inclusive)
-    override its axial range. ``model`` is a loaded model or a name/path (loaded on ``device``).
+    override its axial range. ``model`` is a loaded model or a name/path (loaded on ``device`` with
+    ``options``; a loaded model keeps the options it was loaded with). With ``options.grid_shifts`` > 1
+    each eye is segmented on that many shifted model grids and the scores averaged on the CT grid.
     With ``reference`` (a labelmap on the same grid) the rows carry overlap metrics. ``cancel`` is
     polled between steps and raises :class:`CancelledError`.
     """
@@ -102,6 +106,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
         with stages.stage("load model", 0.0, "Loading the model"):
             model = load_model(model, device, options)
     card = model.card
+    offsets = grid_offsets(model.predictor.options.grid_shifts)
     with stages.stage("voi", 0.05, "Finding the orbits"):
         if voi is None:
             voi = suggest_voi(image)
@@ -114,12 +119,23 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
         with stages.stage("resample", share, f"Preparing the {label}"):
             region = crop(image, lo, hi)
             grid = model_grid(region, eye, card.spacing, card.size_multiple, card.inplane_size)
-            volume = image_to_grid(image, grid, *card.window)
-        with stages.stage("model", share + 0.1 / len(sides), f"Segmenting the {label} with {model.name}"):
-            scores = model.predictor.predict(volume, cancel)
-        with stages.stage("resample", share + 0.6 / len(sides), f"Resampling the {label} to the CT grid"):
-            native = scores_to_crop(scores, grid, region)
-            del scores
+        native = None
+        for k, offset in enumerate(offsets):
+            part = share + 0.6 * k / len(offsets) / len(sides)
+            of = f" (grid {k + 1} of {len(offsets)})" if len(offsets) > 1 else ""
+            with stages.stage("resample", part, f"Preparing the {label}{of}"):
+                shifted = shifted_grid(grid, offset)
+                volume = image_to_grid(image, shifted, *card.window)
+            with stages.stage("model", part + 0.1 / len(offsets) / len(sides),
+                              f"Segmenting the {label} with {model.name}{of}"):
+                scores = model.predictor.predict(volume, cancel)
+            with stages.stage("resample", part + 0.5 / len(offsets) / len(sides),
+                              f"Resampling the {label} to the CT grid{of}"):
+                back = scores_to_crop(scores, shifted, region)
+                del scores
+                native = back if native is None else np.add(native, back, out=native)
+        if len(offsets) > 1:
+            native /= np.float32(len(offsets))
         with stages.stage("postprocess", share + 0.7 / len(sides), f"Cleaning up the {label}"):
             classes = clean_classes(scores_to_classes(native))
             del native
@@ -132,7 +148,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     if progress is not None:
         progress(1.0, "Done")
     return SegmentationResult(labelmap, sides, voi, rows, model.name, card.to_dict(), model.device.note,
-                              stages.timings)
+                              model.predictor.options, stages.timings)
 
 
 def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source: str = "") -> dict[str, Path]:
@@ -148,7 +164,8 @@ def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source
     if result.has_reference:
         paths["agreement"] = write_csv(agreement_rows(result.rows), out / "agreement.csv", AGREEMENT_COLUMNS)
     run = {"orbitseg_version": __version__, "source": source, "model": result.model_name,
-           "model_card": result.model_card, "device": result.device_note, "sides": list(result.sides),
+           "model_card": result.model_card, "device": result.device_note,
+           "inference_options": asdict(result.options), "sides": list(result.sides),
            "voi": result.voi.to_dict(), "timings_s": {k: round(v, 4) for k, v in result.timings.items()}}
     with atomic_path(out / "run.json") as tmp:
         tmp.write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")

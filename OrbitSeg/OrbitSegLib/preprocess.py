@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import OrbitSegError
 from .imageio import ijk_to_lps
 
 DEFAULT_WINDOW = (48.0, 400.0)
@@ -67,6 +68,33 @@ def model_grid(crop: sitk.Image, side: str, spacing: tuple[float, float, float],
     grid.SetOrigin(origin.tolist())
     grid.SetDirection(direction.flatten().tolist())
     return grid
+
+
+GRID_SHIFTS = {
+    1: ((0.0, 0.0, 0.0),),
+    2: ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5)),
+    4: ((0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)),
+}
+"""Grid offsets (x, y, z, in voxels of the model grid) averaged by ``InferenceOptions.grid_shifts``: the
+grid itself, and grids moved by half a voxel, so that the network sees the CT sampled at other points."""
+
+
+def grid_offsets(shifts: int) -> tuple[tuple[float, float, float], ...]:
+    """The offsets (voxels, x y z) of :data:`GRID_SHIFTS` for a number of grids (1, 2 or 4)."""
+    if shifts not in GRID_SHIFTS:
+        raise OrbitSegError(f"grid shifts must be one of {sorted(GRID_SHIFTS)}, got {shifts!r}")
+    return GRID_SHIFTS[shifts]
+
+
+def shifted_grid(grid: sitk.Image, offset: tuple[float, float, float]) -> sitk.Image:
+    """``grid`` moved by ``offset`` voxels (x, y, z) along its own axes; same size, spacing, direction."""
+    if not any(offset):
+        return grid
+    direction = np.array(grid.GetDirection()).reshape(3, 3)
+    step = direction @ (np.asarray(offset, dtype=float) * np.array(grid.GetSpacing()))
+    moved = sitk.Image(grid)
+    moved.SetOrigin((np.array(grid.GetOrigin()) + step).tolist())
+    return moved
 
 
 def image_to_grid(image: sitk.Image, grid: sitk.Image, level: float, width: float) -> np.ndarray:

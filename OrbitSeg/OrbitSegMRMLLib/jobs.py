@@ -40,7 +40,8 @@ class SegmentationJob:
     """One ``orbitseg segment`` run: inputs written by the Slicer logic, outputs in ``out_dir``.
 
     ``start``/``end``: user slices (None: from the VOI or automatic); ``voi_path``: a VOI JSON file
-    with both eye boxes (None: the CLI suggests the VOI itself).
+    with both eye boxes (None: the CLI suggests the VOI itself); ``grid_shifts``: model grids averaged
+    (``--grid-shifts``; 1 = off).
     """
 
     ct_path: Path
@@ -51,6 +52,7 @@ class SegmentationJob:
     voi_path: Path | None = None
     start: int | None = None
     end: int | None = None
+    grid_shifts: int = 1
 
     def arguments(self) -> list[str]:
         args = ["segment", str(self.ct_path), "--out", str(self.out_dir), "--model", self.model,
@@ -61,6 +63,8 @@ class SegmentationJob:
             args += ["--start", str(int(self.start))]
         if self.end is not None:
             args += ["--end", str(int(self.end))]
+        if self.grid_shifts != 1:
+            args += ["--grid-shifts", str(int(self.grid_shifts))]
         return args
 
     @property

@@ -69,7 +69,7 @@ class SegmentationLogic:
 
     def prepare_job(self, volume_node, job_dir: str | os.PathLike, model: str, *, side: str = "both",
                     device: str = "auto", voi: VOI | None = None, start: int | None = None,
-                    end: int | None = None) -> SegmentationJob:
+                    end: int | None = None, grid_shifts: int = 1) -> SegmentationJob:
         """Write the job's inputs (the CT with its exact geometry, the VOI) into ``job_dir``."""
         job_dir = Path(job_dir)
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,8 @@ class SegmentationLogic:
             voi_path = job_dir / "voi.json"
             with atomic_path(voi_path) as tmp:
                 tmp.write_text(json.dumps(voi.to_dict()), encoding="utf-8")
-        return SegmentationJob(ct_path, job_dir / "output", str(model), side, device, voi_path, start, end)
+        return SegmentationJob(ct_path, job_dir / "output", str(model), side, device, voi_path, start, end,
+                               grid_shifts)
 
     def load_job_results(self, job: SegmentationJob, volume_node, segmentation_node, volume_table_node, *,
                          reference_node=None, comparison_table_node=None, closed_surface: bool = True) -> ShownResult:
