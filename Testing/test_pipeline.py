@@ -22,10 +22,11 @@ from OrbitSegLib.pipeline import run_segmentation, segment_image
 from OrbitSegLib.segio import read_reference
 from OrbitSegLib.voi import VOI
 
+@pytest.mark.parametrize("grid_shifts", [1, 2])
 @pytest.mark.parametrize("orientation", list(ROTATIONS))
-def test_blob_lands_at_its_physical_point_on_the_input_grid(orientation):
+def test_blob_lands_at_its_physical_point_on_the_input_grid(orientation, grid_shifts):
     image = blob_phantom(ROTATIONS[orientation])
-    result = segment_image(image, bright_model())
+    result = segment_image(image, bright_model(options=InferenceOptions(grid_shifts=grid_shifts)))
     assert same_grid(result.labelmap, image)
     labels = sitk.GetArrayFromImage(result.labelmap)
     for side, centre in BLOBS.items():

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from conftest import ROTATIONS, make_image, physical_grid
 from OrbitSegLib import preprocess as P
 from OrbitSegLib.errors import OrbitSegError
+from OrbitSegLib.inference import InferenceOptions
 
 
 def test_window_clips_and_scales():
@@ -98,6 +99,8 @@ def test_grid_offsets_start_with_the_grid_itself_and_reject_other_counts():
         assert len(offsets) == shifts and offsets[0] == (0.0, 0.0, 0.0) and len(set(offsets)) == shifts
     with pytest.raises(OrbitSegError, match="grid shifts must be one of"):
         P.grid_offsets(3)
+    with pytest.raises(OrbitSegError, match="grid shifts must be one of"):
+        InferenceOptions(grid_shifts=3)  # refused where the options are made, before any study runs
 
 
 def test_fixed_inplane_size_stretches_spacing():

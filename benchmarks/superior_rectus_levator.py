@@ -13,7 +13,6 @@ the rectus, the larger the share of the muscle complex whose label the image lea
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from OrbitSegLib.phantom.case import case_anatomy
+from OrbitSegLib.tables import read_csv
 
 RATIO_BINS = (0.0, 0.4, 0.5, 0.6, 0.8, 1.5)
 PHANTOM_ID = re.compile(r"^phantom_(\d+)_(\d+)$")
@@ -28,8 +28,8 @@ PHANTOM_ID = re.compile(r"^phantom_(\d+)_(\d+)$")
 
 def superior_rectus_rows(evaluation: Path) -> list[dict]:
     """The evaluation's superior rectus rows with the eye's levator / rectus belly thickness ratio."""
-    with open(evaluation / "results" / "volumes.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["structure"] == "superior_rectus" and r.get("iou")]
+    rows = [r for r in read_csv(evaluation / "results" / "volumes.csv")
+            if r["structure"] == "superior_rectus" and r.get("iou")]
     if not rows:
         raise SystemExit(f"no superior rectus rows with a reference in {evaluation / 'results' / 'volumes.csv'}")
     out = []

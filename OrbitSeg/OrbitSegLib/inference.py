@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import CancelledError, OrbitSegError
+from .preprocess import grid_offsets
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class InferenceOptions:
     batch_size: int = 4
     blend: str = "gaussian"
     grid_shifts: int = 1
+
+    def __post_init__(self):
+        grid_offsets(self.grid_shifts)  # an unsupported count is an error here, before any study is run
 
 
 class Predictor:

@@ -120,17 +120,16 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
             region = crop(image, lo, hi)
             grid = model_grid(region, eye, card.spacing, card.size_multiple, card.inplane_size)
         native = None
+        per_grid = 1.0 / (len(offsets) * len(sides))  # one grid's share of the progress bar's eye budget
         for k, offset in enumerate(offsets):
-            part = share + 0.6 * k / len(offsets) / len(sides)
+            part = share + 0.6 * k * per_grid
             of = f" (grid {k + 1} of {len(offsets)})" if len(offsets) > 1 else ""
             with stages.stage("resample", part, f"Preparing the {label}{of}"):
                 shifted = shifted_grid(grid, offset)
                 volume = image_to_grid(image, shifted, *card.window)
-            with stages.stage("model", part + 0.1 / len(offsets) / len(sides),
-                              f"Segmenting the {label} with {model.name}{of}"):
+            with stages.stage("model", part + 0.1 * per_grid, f"Segmenting the {label} with {model.name}{of}"):
                 scores = model.predictor.predict(volume, cancel)
-            with stages.stage("resample", part + 0.5 / len(offsets) / len(sides),
-                              f"Resampling the {label} to the CT grid{of}"):
+            with stages.stage("resample", part + 0.5 * per_grid, f"Resampling the {label} to the CT grid{of}"):
                 back = scores_to_crop(scores, shifted, region)
                 del scores
                 native = back if native is None else np.add(native, back, out=native)
