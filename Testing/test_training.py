@@ -210,15 +210,11 @@ def test_levator_head_trains_alongside_and_leaves_the_saved_model_unchanged(tmp_
     assert resumed["epoch"] == 3 and not torch.equal(resumed["levator_head"]["conv.weight"], head["conv.weight"])
     rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(float(r["val_loss"]) > 0 for r in rows)
-    train(_config(tmp_path / "plain", epochs=1), studies)
-    with pytest.raises(OrbitSegError, match="trained without the levator head"):
-        train(_config(tmp_path / "plain", levator_head=True, epochs=2), studies)
 
 
 def test_levator_head_needs_levator_labels(phantom_studies, tmp_path):
     with pytest.raises(OrbitSegError, match="levator head needs training data that labels the levator"):
         train(_config(tmp_path, levator_head=True, epochs=1), phantom_studies)
-    assert not (tmp_path / "run").exists()
     assert main(["train", "--folder", str(tmp_path), "--levator-head", "--out", str(tmp_path / "run")]) != 0
 
 

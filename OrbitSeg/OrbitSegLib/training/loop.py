@@ -142,6 +142,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     config = config.resolved()
     start = _load_start(config)
     out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=config.seed)
     device = select_device(config.device)
     log.info("training %s on %s", config.architecture, device.note)
@@ -155,7 +156,6 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     if config.levator_head and not any((e.classes == structures.LEVATOR_CLASS).any() for e in eyes):
         raise OrbitSegError("the levator head needs training data that labels the levator; only the phantom "
                             "does (studies_from_phantom(levator=True), orbitseg train --phantom N --levator-head)")
-    out.mkdir(parents=True, exist_ok=True)
     groups = fold_split([e.case_id for e in eyes], config.folds, config.seed)
     to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
     scores: dict[int, float] = {}
@@ -200,13 +200,9 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         saved, _ = load_checkpoint(last, device=str(device.device))
         model.load_state_dict(saved.state_dict())
         extra = read_extra(last)
-        if (levator is not None) != ("levator_head" in extra):
-            other = "without" if levator is not None else "with"
-            raise OrbitSegError(f"{last} was trained {other} the levator head; resume {other} it, "
-                                f"or start afresh (--restart)")
+        optimizer.load_state_dict(extra["optimizer"])
         if levator is not None:
             levator.load_state_dict(extra["levator_head"])
-        optimizer.load_state_dict(extra["optimizer"])
         start_epoch, best, best_metrics = int(extra["epoch"]), float(extra["best"]), extra.get("best_metrics", {})
         log.info("fold %d: resuming after epoch %d (best validation Dice %.4f)", fold, start_epoch, best)
     if start_epoch >= config.epochs:
