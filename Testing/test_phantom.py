@@ -54,24 +54,6 @@ def test_same_seed_and_index_give_the_same_case(small_case):
     assert other.ct.GetSize() != small_case.ct.GetSize() or not np.array_equal(arrays(other)[0], ct_a)
 
 
-def test_levator_label_adds_the_confuser_above_each_superior_rectus(small_case):
-    """``levator=True`` (training data of the levator head) labels the levator and changes nothing else."""
-    ct, labels = arrays(small_case)
-    with_levator = generate_case(11, 3, small=True, levator=True)
-    ct_lev, labels_lev = arrays(with_levator)
-    assert np.array_equal(ct, ct_lev)
-    levator = labels_lev == structures.LEVATOR_LABEL
-    assert np.array_equal(np.where(levator, 0, labels_lev), labels) and not labels[levator].any()
-    for side in structures.SIDES:
-        rectus = np.argwhere(labels == structures.label_value(side, "superior_rectus"))
-        centre_x = rectus[:, 2].mean()
-        own = np.argwhere(levator)
-        own = own[np.abs(own[:, 2] - centre_x) < 12.0 / small_case.ct.GetSpacing()[0]]
-        assert len(own) > 0.2 * len(rectus)
-        # superior = +z in LPS; the phantom's k axis points superior
-        assert own[:, 0].mean() > rectus[:, 0].mean()
-
-
 def test_ct_and_labels_share_the_grid_and_use_orbitseg_values(small_case):
     ct, labels = small_case.ct, small_case.labels
     assert ct.GetPixelID() == sitk.sitkInt16 and labels.GetPixelID() == sitk.sitkUInt8

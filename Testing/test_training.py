@@ -84,31 +84,6 @@ def test_a_few_steps_reduce_the_loss(eyes, architecture, config, loss, drop):
     assert np.mean(np.diff(values) < 0) > 0.7, values
 
 
-@pytest.mark.parametrize("has_background", [True, False])
-def test_levator_is_background_for_the_outputs_and_the_target_of_the_levator_channel(has_background):
-    """Logits that match the intended targets give (almost) zero loss; calling the levator a class of its
-    own in the background channel, or leaving the levator channel out, does not."""
-    classes = torch.tensor([[[0, 1, 2, 3, 4, 5, 6, structures.LEVATOR_CLASS]]])
-    background = torch.tensor([[[1, 0, 0, 0, 0, 0, 0, 1]]]).float()
-    structures_1hot = torch.nn.functional.one_hot(classes.clamp(max=6), 7).movedim(-1, 1).float()[:, 1:]
-    structures_1hot[..., -1] = 0
-    levator = (classes == structures.LEVATOR_CLASS).float()[:, None]
-    channels = ([background[:, None]] if has_background else []) + [structures_1hot, levator]
-    target = torch.cat(channels, dim=1)
-    logits = 40.0 * (2 * target - 1)
-    loss_fn = SegmentationLoss("dice_ce", "sv-net", structures.NUM_CLASSES, has_background, levator=True)
-    assert float(loss_fn(logits, classes)) < 1e-3
-    wrong = logits.clone()
-    wrong[:, -1] = -40.0
-    assert float(loss_fn(wrong, classes)) > 0.1
-    if has_background:
-        wrong = logits.clone()
-        wrong[:, 0, ..., -1] = -40.0
-        assert float(loss_fn(wrong, classes)) > 0.1
-    plain = SegmentationLoss("dice_ce", "sv-net", structures.NUM_CLASSES, has_background)
-    assert float(plain(logits[:, :-1], classes)) < 1e-3
-
-
 def test_fold_split_is_deterministic_and_disjoint():
     ids = [f"c{i}" for i in range(10)]
     folds = fold_split(ids, 4, seed=3)
@@ -192,30 +167,6 @@ def test_all_folds_saved_as_an_ensemble(phantom_studies, tmp_path):
         train(_config(tmp_path / "b", epochs=1, init=str(result.model_path)), phantom_studies)
     with pytest.raises(OrbitSegError, match="ensemble of fold models needs all folds"):
         _config(tmp_path, ensemble=True).resolved()
-
-
-def test_levator_head_trains_alongside_and_leaves_the_saved_model_unchanged(tmp_path):
-    studies = studies_from_phantom(3, seed=7, small=True, levator=True)
-    eyes = prepare(studies, SPEC, tmp_path / "cache")
-    assert all((e.classes == structures.LEVATOR_CLASS).any() for e in eyes)
-    result = train(_config(tmp_path, levator_head=True), studies, data_description="tiny phantom")
-    model, card = models.load_checkpoint(result.model_path)
-    assert card.config["out_channels"] == structures.NUM_CLASSES and "auxiliary levator head" in card.training_data
-    assert model(torch.rand(1, 1, 16, 32, 32)).shape == (1, structures.NUM_CLASSES, 16, 32, 32)
-    last = tmp_path / "run" / "fold0" / "last.pt"
-    head = models.read_extra(last)["levator_head"]
-    assert head["conv.weight"].shape == (1, model.classifier.in_channels, 1, 1, 1)
-    train(_config(tmp_path, levator_head=True, epochs=3), studies)
-    resumed = models.read_extra(last)
-    assert resumed["epoch"] == 3 and not torch.equal(resumed["levator_head"]["conv.weight"], head["conv.weight"])
-    rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(float(r["val_loss"]) > 0 for r in rows)
-
-
-def test_levator_head_needs_levator_labels(phantom_studies, tmp_path):
-    with pytest.raises(OrbitSegError, match="levator head needs training data that labels the levator"):
-        train(_config(tmp_path, levator_head=True, epochs=1), phantom_studies)
-    assert main(["train", "--folder", str(tmp_path), "--levator-head", "--out", str(tmp_path / "run")]) != 0
 
 
 def test_bad_training_settings(tmp_path):

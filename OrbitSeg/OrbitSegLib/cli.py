@@ -162,14 +162,12 @@ def cmd_train(args) -> int:
     sources = [x is not None for x in (args.studies, args.folder, args.phantom)]
     if sum(sources) != 1:
         raise OrbitSegError("give exactly one training data source: --studies LIST, --folder DIR or --phantom N")
-    if args.levator_head and args.phantom is None:
-        raise OrbitSegError("--levator-head needs the levator labelled, which only the phantom does: use --phantom N")
     if args.studies:
         studies, description = studies_from_list(args.studies), f"study list {args.studies}"
     elif args.folder:
         studies, description = studies_from_folder(args.folder), f"case folder {args.folder}"
     else:
-        studies = studies_from_phantom(args.phantom, args.phantom_seed, levator=args.levator_head)
+        studies = studies_from_phantom(args.phantom, args.phantom_seed)
         description = f"OrbitSeg synthetic orbital CT phantom, {args.phantom} cases, seed {args.phantom_seed}"
     configure_threads(args.threads)
     config = TrainConfig(out_dir=args.out, architecture=args.model, preset=args.preset, init=args.init, name=args.name,
@@ -179,8 +177,7 @@ def cmd_train(args) -> int:
                          loss=args.loss,
                          samples_per_epoch=args.samples_per_epoch, augment=not args.no_augment, seed=args.seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
-                         description=args.description or "", ensemble=args.ensemble,
-                         levator_head=args.levator_head)
+                         description=args.description or "", ensemble=args.ensemble)
     progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
     try:
         result = train(config, studies, data_description=description, progress=progress)
@@ -321,9 +318,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--description", default=None, help="one-line model description for the model card")
     train.add_argument("--ensemble", action="store_true",
                        help="save the average of all folds' best models as <name>.pt (all folds must run)")
-    train.add_argument("--levator-head", action="store_true",
-                       help="also train an auxiliary head that finds the levator, the confuser on the superior "
-                            "rectus (phantom only; saved models are unchanged)")
     train.add_argument("--progress", default="text", choices=["text", "json", "none"])
     train.set_defaults(func=cmd_train)
 

@@ -56,14 +56,6 @@ TAO_KEYS = ("superior_rectus", "inferior_rectus", "medial_rectus", "lateral_rect
 NUM_CLASSES = len(STRUCTURES) + 1
 """Model classes per orbit, background included."""
 
-LEVATOR_LABEL = 13
-"""Training-only label value of the phantom's levator palpebrae superioris (either side), the confuser
-lying on the superior rectus. Only ``generate_case(levator=True)`` writes it; it is never a segment."""
-
-LEVATOR_CLASS = NUM_CLASSES
-"""Class index of the levator in training class maps (after the structures); a training target of the
-optional auxiliary levator head only, background for every model output."""
-
 
 def structure(key: str) -> Structure:
     """Return the structure with this key; ``KeyError`` names the valid keys."""

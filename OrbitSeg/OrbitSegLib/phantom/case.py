@@ -94,15 +94,12 @@ def _image(array: np.ndarray, grid: Grid) -> sitk.Image:
 
 
 def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | None = None,
-                  spacing: tuple[float, float, float] | None = None, levator: bool = False) -> PhantomCase:
+                  spacing: tuple[float, float, float] | None = None) -> PhantomCase:
     """Generate case ``index`` of the series ``seed`` (deterministic for the pair).
 
     ``tao=None`` draws thyroid-associated ophthalmopathy for about half the cases. ``small=True`` gives a
     coarse (about 0.8 mm x 2 mm) tightly cropped case for tests; the anatomy is the same as the full case.
     ``spacing`` (x, y, z mm) replaces the drawn scanner spacing (slice thickness at least the spacing).
-    ``levator=True`` also labels the levator palpebrae superioris, with the training-only value
-    :data:`structures.LEVATOR_LABEL`, in the voxels it fills more than half of and no target holds;
-    every other label is the same as without it.
     """
     t0 = time.perf_counter()
     scene = case_scene(seed, index, small=small, tao=tao, spacing=spacing)
@@ -127,7 +124,7 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     ct_image = _image(np.rint(ct).astype(np.int16), grid)
     del ct
     labels = raster.labels(np.array([layer.label for layer in layers], dtype=np.uint8))
-    label_image = _image(_with_levator(labels, raster, layers) if levator else labels, grid)
+    label_image = _image(labels, grid)
     t_done = time.perf_counter()
 
     fill = raster.layer_fill(len(layers))
@@ -137,14 +134,6 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
                         "imaging": round(t_done - t_raster, 3), "total": round(t_done - t0, 3)}
     info["mixed_voxels"] = int(raster.mixed.size)
     return PhantomCase(ct=ct_image, labels=label_image, info=info)
-
-
-def _with_levator(labels: np.ndarray, raster, layers: list[Layer]) -> np.ndarray:
-    """``labels`` plus :data:`structures.LEVATOR_LABEL` where the levator fills a voxel no target holds."""
-    is_levator = np.array([layer.name.endswith("_levator") for layer in layers], dtype=np.uint8)
-    out = labels.copy()
-    out[(raster.labels(is_levator) == 1) & (labels == 0)] = structures.LEVATOR_LABEL
-    return out
 
 
 def _slice_range(labels: np.ndarray, dz: float) -> tuple[int, int]:

@@ -49,8 +49,7 @@ class GridSpec:
 
 @dataclass
 class EyeVolume:
-    """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``
-    (0..6; 7 = levator, phantom training data only)."""
+    """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``."""
 
     image: np.ndarray
     classes: np.ndarray
@@ -102,17 +101,15 @@ def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
     return studies
 
 
-def studies_from_phantom(cases: int, seed: int, small: bool = False, levator: bool = False) -> list[Study]:
-    """Phantom cases generated on the fly (deterministic per seed and index); ``levator`` adds the
-    training-only levator label (the target of the auxiliary levator head)."""
+def studies_from_phantom(cases: int, seed: int, small: bool = False) -> list[Study]:
+    """Phantom cases generated on the fly (deterministic per seed and index)."""
     from ..phantom import generate_case
 
     def loader(index: int):
-        case = generate_case(seed, index, small=small, levator=levator)
+        case = generate_case(seed, index, small=small)
         return case.ct, case.labels
 
-    tag = ":levator" if levator else ""
-    return [Study(f"phantom-{seed}-{i:04d}", lambda i=i: loader(i), f"phantom:{seed}:{i}:{small}{tag}")
+    return [Study(f"phantom-{seed}-{i:04d}", lambda i=i: loader(i), f"phantom:{seed}:{i}:{small}")
             for i in range(cases)]
 
 
@@ -145,8 +142,7 @@ def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | 
 
 
 def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, case_id: str = "") -> list[EyeVolume]:
-    """Each labelled eye of a study on the model grid (image windowed, classes 0..6, and
-    :data:`structures.LEVATOR_CLASS` where the reference has the phantom's training-only levator label)."""
+    """Each labelled eye of a study on the model grid (image windowed, classes 0..6)."""
     eyes = []
     for side in voi.boxes:
         lo, hi = voi.eye_box(side)
@@ -159,7 +155,6 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
         offset = structures.SIDE_OFFSET[side]
         own = (values > offset) & (values <= offset + len(structures.STRUCTURES))
         classes = np.where(own, values - offset, 0).astype(np.uint8)
-        classes[values == structures.LEVATOR_LABEL] = structures.LEVATOR_CLASS
         eyes.append(EyeVolume(image, classes, case_id, side))
     return eyes
 

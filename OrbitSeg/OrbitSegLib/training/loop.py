@@ -37,7 +37,6 @@ from ..model_store import resolve_model
 from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint, save_ensemble
 from ..postprocess import scores_to_classes
 from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
-from .auxiliary import LevatorHead
 from .data import EyeVolume, GridSpec, Study, prepare
 from .losses import SegmentationLoss
 
@@ -59,9 +58,7 @@ class TrainConfig:
     ``init`` (a model name or ``.pt`` path) starts every fold from that model's weights instead of a
     random initialisation (fine-tuning); its architecture must be ``architecture``, and its
     configuration replaces ``preset`` and ``model_config``. ``ensemble`` saves the average of all
-    folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2). ``levator_head`` trains
-    the auxiliary levator head alongside (:mod:`.auxiliary`; the data must label the levator, as
-    ``studies_from_phantom(levator=True)`` does).
+    folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2).
     """
 
     out_dir: str
@@ -90,7 +87,6 @@ class TrainConfig:
     half: bool = True
     description: str = ""
     ensemble: bool = False
-    levator_head: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with every default filled in and values checked."""
@@ -153,9 +149,6 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
         progress(0.0, f"Preparing {len(studies)} studies")
     eyes = prepare(studies, spec, config.cache_dir, seed=config.seed,
                    progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
-    if config.levator_head and not any((e.classes == structures.LEVATOR_CLASS).any() for e in eyes):
-        raise OrbitSegError("the levator head needs training data that labels the levator; only the phantom "
-                            "does (studies_from_phantom(levator=True), orbitseg train --phantom N --levator-head)")
     groups = fold_split([e.case_id for e in eyes], config.folds, config.seed)
     to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
     scores: dict[int, float] = {}
@@ -190,10 +183,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + fold)
     model = _new_model(config, start).to(device.device)
-    levator = LevatorHead(model).to(device.device) if config.levator_head else None
-    forward = (lambda images: levator(model, images)) if levator is not None else model
-    parameters = list(model.parameters()) + (list(levator.parameters()) if levator is not None else [])
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, best, best_metrics = 0, -math.inf, {}
     last = fold_dir / "last.pt"
     if config.resume and last.is_file():
@@ -201,14 +191,12 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         model.load_state_dict(saved.state_dict())
         extra = read_extra(last)
         optimizer.load_state_dict(extra["optimizer"])
-        if levator is not None:
-            levator.load_state_dict(extra["levator_head"])
         start_epoch, best, best_metrics = int(extra["epoch"]), float(extra["best"]), extra.get("best_metrics", {})
         log.info("fold %d: resuming after epoch %d (best validation Dice %.4f)", fold, start_epoch, best)
     if start_epoch >= config.epochs:
         return best, best_metrics
     loss_fn = SegmentationLoss(config.loss, config.architecture, structures.NUM_CLASSES,
-                               has_background=model.head != "sigmoid_nobg", levator=levator is not None)
+                               has_background=model.head != "sigmoid_nobg")
     scaler = torch.amp.GradScaler("cuda", enabled=device.is_cuda)
     writer = _tensorboard(out / "tensorboard" / f"fold{fold}")
     size_yx = (config.input_size[1], config.input_size[0])
@@ -235,7 +223,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
             images, classes = (seq_unet_batch if sequence else sv_net_batch)(patches)
             images, classes = images.to(device.device), classes.to(device.device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.is_cuda):
-                loss = loss_fn(forward(images), classes)
+                loss = loss_fn(model(images), classes)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -244,8 +232,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
             progress((epoch - start_epoch + (step + 1) / steps) / (config.epochs - start_epoch),
                      f"fold {fold} epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps} loss {losses[-1]:.4f}")
         train_loss = float(np.mean(losses))
-        val_loss, val_dice, per_structure = _validate(model, forward, config, val_eyes, loss_fn, device, depth,
-                                                      size_yx)
+        val_loss, val_dice, per_structure = _validate(model, config, val_eyes, loss_fn, device, depth, size_yx)
         score = val_dice if val_eyes else -train_loss
         improved = score > best
         if improved:
@@ -260,8 +247,6 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
                          description=config.description or f"{config.architecture} trained by OrbitSegTraining")
         model.eval()
         extra = {"epoch": epoch + 1, "best": best, "best_metrics": best_metrics, "optimizer": optimizer.state_dict()}
-        if levator is not None:
-            extra["levator_head"] = levator.state_dict()
         save_checkpoint(last, model, card, extra=extra)
         if improved:
             save_checkpoint(fold_dir / "best.pt", model, card, half=config.half)
@@ -312,10 +297,9 @@ def _new_model(config: TrainConfig, start: _Start | None) -> torch.nn.Module:
 
 
 @torch.inference_mode()
-def _validate(model, forward, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, device, depth: int,
+def _validate(model, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, device, depth: int,
               size_yx: tuple[int, int]) -> tuple[float, float, dict]:
-    """Validation loss on centre patches (of ``forward``: the model, with the levator head if trained)
-    and mean Dice over structures on whole eyes (the model alone, inference path)."""
+    """Validation loss on centre patches and mean Dice over structures on whole eyes (inference path)."""
     if not val_eyes:
         return math.nan, math.nan, {}
     model.eval()
@@ -329,7 +313,7 @@ def _validate(model, forward, config: TrainConfig, val_eyes: list[EyeVolume], lo
             images, targets = seq_unet_batch([(image, classes)])
         else:
             images, targets = torch.from_numpy(image)[None, None], torch.from_numpy(classes)[None]
-        losses.append(float(loss_fn(forward(images.to(device.device)), targets.to(device.device))))
+        losses.append(float(loss_fn(model(images.to(device.device)), targets.to(device.device))))
         predicted = scores_to_classes(predictor.predict(eye.image.astype(np.float32)))
         for s in structures.STRUCTURES:
             if (eye.classes == s.class_index).any():
@@ -353,7 +337,7 @@ def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, 
             f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
             f"({config.lr_schedule}), "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
-            f"{'auxiliary levator head, ' if config.levator_head else ''}seed {config.seed}{init_note}")
+            f"seed {config.seed}{init_note}")
 
 
 def _append_log(path: Path, row: dict) -> None:
