@@ -406,6 +406,39 @@ def test_ensemble_sources_must_share_network_and_grid(tmp_path):
     assert dtypes == {"half.pt": {torch.float16}, "mixed.pt": {torch.float32}}
 
 
+@pytest.mark.parametrize("name, config, shape", [
+    ("sv-net", TINY_SV_NET, (1, 1, 8, 8, 12)),
+    ("seq-unet", TINY_SEQ_UNET, (2, 3, 1, 16, 24)),
+])
+def test_a_weight_average_holds_the_mean_of_the_networks_weights(tmp_path, name, config, shape):
+    paths, states = [], []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        member = _trained_like(name, config, shape)
+        paths.append(tmp_path / f"m{seed}.pt")
+        models.save_checkpoint(paths[-1], member, _card(member, description=f"member {seed}"))
+        states.append(models.load_checkpoint(paths[-1])[0].state_dict())
+    card = models.save_weight_average(tmp_path / "soup.pt", paths, description="soup")
+    soup, loaded_card = models.load_checkpoint(tmp_path / "soup.pt")
+    assert loaded_card == card and card.members == 1 and card.description == "soup" and card.metrics == {}
+    assert card.training_data.startswith("weight average of 2 networks: m1.pt (member 1, created")
+    assert "m2.pt (member 2, created" in card.training_data and card.spacing == [0.5, 0.4, 0.5]
+    for key, tensor in soup.state_dict().items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, (states[0][key] + states[1][key]) / 2)
+        else:
+            assert torch.equal(tensor, states[0][key])
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
+    with torch.no_grad():
+        assert soup(torch.randn(shape)).shape == models.load_checkpoint(paths[0])[0](torch.randn(shape)).shape
+    models.save_ensemble(tmp_path / "pair.pt", paths)
+    with pytest.raises(OrbitSegError, match="pair.pt is an ensemble of 2 networks; average single networks"):
+        models.save_weight_average(tmp_path / "x.pt", [tmp_path / "pair.pt", paths[0]])
+    with pytest.raises(OrbitSegError, match="at least two models, got 1"):
+        models.save_weight_average(tmp_path / "x.pt", paths[:1])
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_an_ensemble_card_must_match_its_member_count(tmp_path):
     model = models.create("sv-net", **TINY_SV_NET)
     ensemble = models.Ensemble([model, models.create("sv-net", **TINY_SV_NET)])

@@ -179,6 +179,12 @@ def test_an_ensemble_segments_with_its_members_mean(model_dir, tmp_path, capsys)
     alone = segment_image(image, load_model(single, "cpu"))
     assert same_grid(twice.labelmap, image) and twice.model_card["members"] == 2
     np.testing.assert_array_equal(sitk.GetArrayFromImage(twice.labelmap), sitk.GetArrayFromImage(alone.labelmap))
+    # the weights of the same model averaged twice are the model itself, one network
+    assert main(["ensemble", str(single), str(single), "--average-weights", "--out", str(tmp_path / "soup.pt")]) == 0
+    assert "Weight average saved" in capsys.readouterr().out
+    soup = segment_image(image, load_model(tmp_path / "soup.pt", "cpu"))
+    assert soup.model_card["members"] == 1
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(soup.labelmap), sitk.GetArrayFromImage(alone.labelmap))
 
 
 def test_seq_unet_batched_equals_one_triplet_at_a_time(model_dir):

@@ -201,11 +201,16 @@ def cmd_train(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from .model_store import resolve_model
-    from .models.checkpoint import save_ensemble
+    from .models.checkpoint import save_ensemble, save_weight_average
 
-    card = save_ensemble(args.out, [resolve_model(m) for m in args.models], description=args.description or "")
-    print(f"Ensemble saved: {args.out} ({card.members} {card.architecture} networks, "
-          f"{'×'.join(f'{v:g}' for v in card.spacing)} mm grid)")
+    sources = [resolve_model(m) for m in args.models]
+    save = save_weight_average if args.average_weights else save_ensemble
+    card = save(args.out, sources, description=args.description or "")
+    grid = f"{'×'.join(f'{v:g}' for v in card.spacing)} mm grid"
+    if args.average_weights:
+        print(f"Weight average saved: {args.out} (one {card.architecture} network from {len(sources)}, {grid})")
+    else:
+        print(f"Ensemble saved: {args.out} ({card.members} {card.architecture} networks, {grid})")
     return 0
 
 
@@ -324,10 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble = commands.add_parser("ensemble", help="combine models into one that averages their outputs",
                                    description="Write one model file holding the given models (same architecture, "
                                                "configuration, window and grid); it segments with the average of "
-                                               "their sigmoid outputs, at the cost of running each of them.")
+                                               "their sigmoid outputs, at the cost of running each of them. With "
+                                               "--average-weights it holds one network with their mean weights "
+                                               "instead, for models fine-tuned from a common start.")
     ensemble.add_argument("models", nargs="+", metavar="MODEL", help="model names or .pt files (at least two networks)")
     ensemble.add_argument("--out", required=True, help="the ensemble's .pt file")
     ensemble.add_argument("--description", default=None, help="one-line description for the model card")
+    ensemble.add_argument("--average-weights", action="store_true",
+                          help="one network with the models' mean weights (a 'model soup', one network's cost)")
     ensemble.set_defaults(func=cmd_ensemble)
 
     evaluate = commands.add_parser("evaluate", help="accuracy of a model on studies with references or on fresh phantom cases",

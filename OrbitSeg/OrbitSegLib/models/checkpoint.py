@@ -368,6 +368,23 @@ ENSEMBLE_FIELDS = ("architecture", "config", "labels", "head", "window", "spacin
 """Card fields that the models of an ensemble must share."""
 
 
+def _compatible(sources) -> list[tuple[nn.Module, ModelCard, bool]]:
+    """Load ``sources`` (paths) and check that they agree in :data:`ENSEMBLE_FIELDS`."""
+    loaded = [_load(p) for p in sources]
+    first = loaded[0][1]
+    for source, (_, card, _) in zip(sources[1:], loaded[1:]):
+        for name in ENSEMBLE_FIELDS:
+            if getattr(card, name) != getattr(first, name):
+                raise OrbitSegError(f"cannot combine {sources[0]} and {source}: their {name} differ "
+                                    f"({getattr(first, name)} against {getattr(card, name)})")
+    return loaded
+
+
+def _provenance(sources, loaded) -> str:
+    return " | ".join(f"{p.name} ({card.identity()}): {card.training_data or 'no training data recorded'}"
+                      for p, (_, card, _) in zip(sources, loaded))
+
+
 def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
     """Write the ensemble of the checkpoints ``sources`` to ``path``; returns the stored card.
 
@@ -378,21 +395,39 @@ def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
     float16 when every source stores them so.
     """
     sources = [Path(p) for p in sources]
-    loaded = [_load(p) for p in sources]
+    loaded = _compatible(sources)
     networks = [net for model, _, _ in loaded for net in members_of(model)]
     if len(networks) < 2:
         raise OrbitSegError(f"an ensemble needs at least two models, got {len(networks)}")
     first = loaded[0][1]
-    for source, (_, card, _) in zip(sources[1:], loaded[1:]):
-        for name in ENSEMBLE_FIELDS:
-            if getattr(card, name) != getattr(first, name):
-                raise OrbitSegError(f"cannot combine {sources[0]} and {source}: their {name} differ "
-                                    f"({getattr(first, name)} against {getattr(card, name)})")
-    parts = [f"{p.name} ({card.identity()}): {card.training_data or 'no training data recorded'}"
-             for p, (_, card, _) in zip(sources, loaded)]
     ensemble = Ensemble(networks)
     card = make_card(ensemble, window=first.window, spacing=first.spacing, input_size=first.input_size,
                      fixed_inplane_size=first.fixed_inplane_size, description=description,
                      training_data=f"ensemble of {len(networks)} networks, sigmoid outputs averaged: "
-                                   + " | ".join(parts))
+                                   + _provenance(sources, loaded))
     return save_checkpoint(path, ensemble, card, half=all(half for _, _, half in loaded))
+
+
+def save_weight_average(path, sources, *, description: str = "") -> ModelCard:
+    """Write one network whose weights are the mean of the networks ``sources`` (a "model soup").
+
+    Unlike an ensemble it costs one network's time, but it only makes sense for networks fine-tuned
+    from a common start (e.g. successive ``orbitseg train --init`` runs); judge it on cases of your
+    own before use. The sources must be single networks agreeing in :data:`ENSEMBLE_FIELDS`;
+    integer buffers (BatchNorm's batch counter) come from the first. Card as for :func:`save_ensemble`.
+    """
+    sources = [Path(p) for p in sources]
+    if len(sources) < 2:
+        raise OrbitSegError(f"a weight average needs at least two models, got {len(sources)}")
+    loaded = _compatible(sources)
+    for source, (_, card, _) in zip(sources, loaded):
+        if card.members > 1:
+            raise OrbitSegError(f"{source} is an ensemble of {card.members} networks; average single networks")
+    states = [model.state_dict() for model, _, _ in loaded]
+    model, first, _ = loaded[0]
+    model.load_state_dict({k: torch.stack([s[k] for s in states]).mean(0) if t.is_floating_point() else t
+                           for k, t in states[0].items()})
+    card = make_card(model, window=first.window, spacing=first.spacing, input_size=first.input_size,
+                     fixed_inplane_size=first.fixed_inplane_size, description=description,
+                     training_data=f"weight average of {len(sources)} networks: " + _provenance(sources, loaded))
+    return save_checkpoint(path, model, card, half=all(half for _, _, half in loaded))
