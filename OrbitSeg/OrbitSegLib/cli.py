@@ -204,13 +204,12 @@ def cmd_ensemble(args) -> int:
     from .models.checkpoint import save_ensemble, save_weight_average
 
     sources = [resolve_model(m) for m in args.models]
-    save = save_weight_average if args.average_weights else save_ensemble
-    card = save(args.out, sources, description=args.description or "")
-    grid = f"{'×'.join(f'{v:g}' for v in card.spacing)} mm grid"
-    if args.average_weights:
-        print(f"Weight average saved: {args.out} (one {card.architecture} network from {len(sources)}, {grid})")
-    else:
-        print(f"Ensemble saved: {args.out} ({card.members} {card.architecture} networks, {grid})")
+    average = args.average_weights
+    card = (save_weight_average if average else save_ensemble)(args.out, sources, description=args.description or "")
+    networks = (f"one {card.architecture} network from {len(sources)}" if average
+                else f"{card.members} {card.architecture} networks")
+    print(f"{'Weight average' if average else 'Ensemble'} saved: {args.out} ({networks}, "
+          f"{'×'.join(f'{v:g}' for v in card.spacing)} mm grid)")
     return 0
 
 

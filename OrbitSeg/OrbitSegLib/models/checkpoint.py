@@ -380,9 +380,15 @@ def _compatible(sources) -> list[tuple[nn.Module, ModelCard, bool]]:
     return loaded
 
 
-def _provenance(sources, loaded) -> str:
-    return " | ".join(f"{p.name} ({card.identity()}): {card.training_data or 'no training data recorded'}"
-                      for p, (_, card, _) in zip(sources, loaded))
+def _combined_card(model: nn.Module, kind: str, sources, loaded, description: str) -> ModelCard:
+    """The card of ``model`` made from ``loaded`` sources: the first's grid, and training data
+    ``"<kind>: "`` followed by every source's name, identity and training data."""
+    first = loaded[0][1]
+    provenance = " | ".join(f"{p.name} ({card.identity()}): {card.training_data or 'no training data recorded'}"
+                            for p, (_, card, _) in zip(sources, loaded))
+    return make_card(model, window=first.window, spacing=first.spacing, input_size=first.input_size,
+                     fixed_inplane_size=first.fixed_inplane_size, description=description,
+                     training_data=f"{kind}: {provenance}")
 
 
 def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
@@ -399,12 +405,9 @@ def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
     networks = [net for model, _, _ in loaded for net in members_of(model)]
     if len(networks) < 2:
         raise OrbitSegError(f"an ensemble needs at least two models, got {len(networks)}")
-    first = loaded[0][1]
     ensemble = Ensemble(networks)
-    card = make_card(ensemble, window=first.window, spacing=first.spacing, input_size=first.input_size,
-                     fixed_inplane_size=first.fixed_inplane_size, description=description,
-                     training_data=f"ensemble of {len(networks)} networks, sigmoid outputs averaged: "
-                                   + _provenance(sources, loaded))
+    card = _combined_card(ensemble, f"ensemble of {len(networks)} networks, sigmoid outputs averaged",
+                          sources, loaded, description)
     return save_checkpoint(path, ensemble, card, half=all(half for _, _, half in loaded))
 
 
@@ -424,10 +427,8 @@ def save_weight_average(path, sources, *, description: str = "") -> ModelCard:
         if card.members > 1:
             raise OrbitSegError(f"{source} is an ensemble of {card.members} networks; average single networks")
     states = [model.state_dict() for model, _, _ in loaded]
-    model, first, _ = loaded[0]
+    model = loaded[0][0]
     model.load_state_dict({k: torch.stack([s[k] for s in states]).mean(0) if t.is_floating_point() else t
                            for k, t in states[0].items()})
-    card = make_card(model, window=first.window, spacing=first.spacing, input_size=first.input_size,
-                     fixed_inplane_size=first.fixed_inplane_size, description=description,
-                     training_data=f"weight average of {len(sources)} networks: " + _provenance(sources, loaded))
+    card = _combined_card(model, f"weight average of {len(sources)} networks", sources, loaded, description)
     return save_checkpoint(path, model, card, half=all(half for _, _, half in loaded))
