@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,13 +12,15 @@ from OrbitSegLib import models, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
 from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
-from OrbitSegLib.training.augment import augmentation, augmented_patch, seq_unet_batch, sv_net_batch
+from OrbitSegLib.training.augment import (augmentation, augmented_patch, one_hot, sample_patch, seq_unet_batch,
+                                          sv_net_batch)
 from OrbitSegLib.training.data import prepare, studies_from_list
 from OrbitSegLib.training.losses import SegmentationLoss
 
 TINY_SV = {"widths": [4, 8, 8, 16, 16]}
 TINY_SEQ = {"widths": [4, 8, 8], "lstm1_hidden": 8, "lstm2_hidden": 4}
 SPEC = GridSpec((1.0, 1.0, 2.0), (48.0, 400.0), 16)
+SOFT_SPEC = dataclasses.replace(SPEC, soft_targets=True)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,11 @@ def phantom_studies():
 @pytest.fixture(scope="module")
 def eyes(phantom_studies, tmp_path_factory):
     return prepare(phantom_studies, SPEC, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def soft_eyes(phantom_studies, tmp_path_factory):
+    return prepare(phantom_studies, SOFT_SPEC, tmp_path_factory.mktemp("soft-cache"))
 
 
 def test_prepared_eyes_hold_every_structure(eyes):
@@ -60,10 +68,14 @@ def test_augmented_batches_have_network_shapes(eyes):
     assert images.shape == (12, 3, 1, 64, 48) and classes.shape == (12, 64, 48)
 
 
-@pytest.mark.parametrize("architecture, config, loss, drop", [
-    ("sv-net", TINY_SV, "paper", 0.10), ("sv-net", TINY_SV, "dice_ce", 0.10), ("seq-unet", TINY_SEQ, "paper", 0.02)])
-def test_a_few_steps_reduce_the_loss(eyes, architecture, config, loss, drop):
-    """12 Adam steps on one batch lower the loss (Dice starts slowly from sigmoid(0) = 0.5 everywhere)."""
+@pytest.mark.parametrize("architecture, config, loss, drop, soft", [
+    ("sv-net", TINY_SV, "paper", 0.10, False), ("sv-net", TINY_SV, "dice_ce", 0.10, False),
+    ("seq-unet", TINY_SEQ, "paper", 0.02, False), ("sv-net", TINY_SV, "dice_ce", 0.10, True),
+    ("seq-unet", TINY_SEQ, "dice_ce", 0.02, True)])
+def test_a_few_steps_reduce_the_loss(request, architecture, config, loss, drop, soft):
+    """12 Adam steps on one batch lower the loss (Dice starts slowly from sigmoid(0) = 0.5 everywhere),
+    on class targets and on partial-volume targets."""
+    eyes = request.getfixturevalue("soft_eyes" if soft else "eyes")
     torch.manual_seed(0)
     model = models.create(architecture, **config)
     loss_fn = SegmentationLoss(loss, architecture, structures.NUM_CLASSES, model.head != "sigmoid_nobg")
@@ -82,6 +94,67 @@ def test_a_few_steps_reduce_the_loss(eyes, architecture, config, loss, drop):
         values.append(loss_value.item())
     assert values[-1] < values[0] - drop, values
     assert np.mean(np.diff(values) < 0) > 0.7, values
+
+
+def test_soft_targets_are_partial_volumes_that_agree_with_the_classes(phantom_studies, eyes, soft_eyes, tmp_path):
+    for hard, soft in zip(eyes, soft_eyes):
+        np.testing.assert_array_equal(hard.classes, soft.classes)
+        np.testing.assert_array_equal(hard.image, soft.image)
+        assert hard.fractions is None and hard.targets is hard.classes and soft.targets is soft.fractions
+        assert soft.fractions.dtype == np.uint8 and soft.fractions.shape == (6,) + soft.classes.shape
+        assert int(soft.fractions.astype(int).sum(axis=0).max()) <= 255 + 3  # the structures do not overlap
+        assert np.any((soft.fractions > 0) & (soft.fractions < 255))  # boundaries are partial
+        for s in structures.STRUCTURES:
+            inside, fraction = soft.classes == s.class_index, soft.fractions[s.class_index - 1]
+            assert abs(float(fraction.sum()) / 255 - inside.sum()) < 0.15 * inside.sum(), s.key
+            assert np.mean(fraction[inside] >= 128) > 0.8 and np.mean(fraction[~inside] < 128) > 0.99, s.key
+    # soft and hard volumes are cached side by side; the soft ones come back with their fractions
+    prepare(phantom_studies[:1], SPEC, tmp_path)
+    prepare(phantom_studies[:1], SOFT_SPEC, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    broken = [type(s)(s.case_id, lambda: (_ for _ in ()).throw(AssertionError("reloaded")), s.source_key)
+              for s in phantom_studies[:1]]
+    again = prepare(broken, SOFT_SPEC, tmp_path)
+    np.testing.assert_array_equal(again[0].fractions, soft_eyes[0].fractions)
+    assert prepare(broken, SPEC, tmp_path)[0].fractions is None
+
+
+def test_soft_patches_and_batches(soft_eyes):
+    rng = np.random.default_rng(0)
+    patches = [augmented_patch(e, 16, (64, 48), rng, augmentation(0, soft_targets=True)) for e in soft_eyes[:2]]
+    images, targets = sv_net_batch(patches)
+    assert images.shape == (2, 1, 16, 64, 48) and targets.shape == (2, 6, 16, 64, 48)
+    assert targets.dtype == torch.float32 and 0.0 <= float(targets.min()) and float(targets.max()) <= 1.0
+    assert bool(((targets > 0.05) & (targets < 0.95)).any())
+    images, targets = seq_unet_batch([augmented_patch(e, 8, (64, 48), rng, None) for e in soft_eyes[:2]])
+    assert images.shape == (12, 3, 1, 64, 48) and targets.shape == (12, 6, 64, 48)
+    eye = soft_eyes[0]
+    depth = eye.image.shape[0] + 6  # deeper than the eye: padded with empty targets above and below
+    image, fractions = sample_patch(eye, depth, eye.image.shape[1:], rng)
+    assert image.shape == (depth,) + eye.image.shape[1:] and fractions.shape == (6, depth) + eye.image.shape[1:]
+    assert not fractions[:, :3].any() and not fractions[:, -3:].any()
+    np.testing.assert_allclose(fractions[:, 3:-3], eye.fractions / np.float32(255))
+
+
+@pytest.mark.parametrize("architecture, kind", [("sv-net", "dice_ce"), ("sv-net", "bce"), ("seq-unet", "dice_ce")])
+def test_loss_on_fractions(architecture, kind):
+    """One-hot fractions give exactly the loss of their classes; the background's target is what the
+    structures leave."""
+    torch.manual_seed(0)
+    background = architecture == "sv-net"
+    classes = torch.randint(0, structures.NUM_CLASSES, (2, 4, 8, 8))
+    logits = torch.randn(2, structures.NUM_CLASSES - (0 if background else 1), 4, 8, 8)
+    loss_fn = SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background)
+    fractions = one_hot(classes, structures.NUM_CLASSES)[:, 1:]
+    torch.testing.assert_close(loss_fn(logits, fractions), loss_fn(logits, classes))
+    partial = torch.zeros(2, 6, 4, 8, 8)
+    partial[:, 1] = 0.3
+    target = torch.cat([torch.full((2, 1, 4, 8, 8), 0.7), partial], dim=1)[:, (0 if background else 1):]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    if kind == "bce":
+        torch.testing.assert_close(loss_fn(logits, partial), expected)
+    else:
+        assert float(loss_fn(logits, partial)) > float(expected)  # plus the Dice term
 
 
 def test_fold_split_is_deterministic_and_disjoint():
@@ -116,6 +189,17 @@ def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
     rows = list(csv.DictReader(open(run / "training_log.csv", encoding="utf-8")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert models.read_extra(run / "fold0" / "last.pt")["epoch"] == 4
+
+
+def test_training_on_partial_volume_targets(phantom_studies, tmp_path):
+    result = train(_config(tmp_path, soft_targets=True), phantom_studies, data_description="tiny phantom")
+    _, card = models.load_checkpoint(result.model_path)
+    assert "partial-volume targets" in card.training_data
+    rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
+    assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)
+    assert any(p.name.endswith(".npz") for p in (tmp_path / "cache").iterdir())
+    _, hard = models.load_checkpoint(train(_config(tmp_path / "hard", epochs=1), phantom_studies).model_path)
+    assert "nearest-label targets" in hard.training_data
 
 
 def test_cancel_keeps_the_last_good_checkpoint(phantom_studies, tmp_path):

@@ -177,7 +177,8 @@ def cmd_train(args) -> int:
                          loss=args.loss,
                          samples_per_epoch=args.samples_per_epoch, augment=not args.no_augment, seed=args.seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
-                         description=args.description or "", ensemble=args.ensemble)
+                         description=args.description or "", ensemble=args.ensemble,
+                         soft_targets=args.soft_targets)
     progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
     try:
         result = train(config, studies, data_description=description, progress=progress)
@@ -312,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="constant, or cosine decay to 2%% of --lr over the epochs")
     train.add_argument("--loss", default="paper", choices=["paper", "bce", "dice", "dice_ce"],
                        help="paper: sigmoid cross-entropy (SV-Net) / Dice (SEQ-UNET)")
+    train.add_argument("--soft-targets", action="store_true",
+                       help="train on partial-volume targets: each structure's fraction around every model-grid "
+                            "point (the reference resampled linearly) instead of the nearest reference label")
     train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")
     train.add_argument("--no-augment", action="store_true", help="switch MONAI augmentation off")
     train.add_argument("--seed", type=int, default=0)

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from .errors import OrbitSegError
 from .imageio import ijk_to_lps
+from .voi import crop, index_box_to_physical, physical_box_to_index
 
 DEFAULT_WINDOW = (48.0, 400.0)
 """Window level and width in HU (both papers)."""
@@ -108,6 +109,28 @@ def labels_to_grid(labels: sitk.Image, grid: sitk.Image) -> np.ndarray:
     """A label image resampled (nearest neighbour) onto the model grid: uint8 ``[z, y, x]``."""
     resampled = sitk.Resample(labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return sitk.GetArrayFromImage(resampled)
+
+
+def label_fractions(labels: sitk.Image, grid: sitk.Image, values: list[int]) -> np.ndarray:
+    """Partial-volume targets: the fraction of each label value around every model-grid point.
+
+    Each value's indicator image is resampled linearly onto ``grid``, so a point between a structure's
+    voxels and the background gets the fraction the boundary leaves it, instead of :func:`labels_to_grid`'s
+    all-or-nothing nearest label. Only the part of ``labels`` under the grid is read. Returns float32
+    ``[len(values), z, y, x]`` in 0..1 (0 outside the label image).
+    """
+    shape = (len(values),) + tuple(grid.GetSize()[::-1])
+    lo, hi = physical_box_to_index(labels, *index_box_to_physical(grid, (0, 0, 0), tuple(n - 1 for n in grid.GetSize())))
+    lo = [max(0, v - 1) for v in lo]
+    hi = [min(n - 1, v + 1) for v, n in zip(hi, labels.GetSize())]
+    if any(h < l for l, h in zip(lo, hi)):
+        return np.zeros(shape, dtype=np.float32)
+    region = crop(labels, lo, hi)
+    array = sitk.GetArrayViewFromImage(region)
+    indicators = sitk.GetImageFromArray(np.stack([array == v for v in values], axis=-1).astype(np.float32), isVector=True)
+    indicators.CopyInformation(region)
+    resampled = sitk.Resample(indicators, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32)
+    return np.moveaxis(sitk.GetArrayFromImage(resampled), -1, 0).reshape(shape)
 
 
 def scores_to_crop(scores: np.ndarray, grid: sitk.Image, crop: sitk.Image) -> np.ndarray:

@@ -2,12 +2,13 @@
 
 Training uses exactly the inference preprocessing (:mod:`voi`, :mod:`preprocess`): each eye is
 cropped, resampled to the model grid (left eyes mirrored), windowed; its reference is resampled with
-nearest neighbour and turned into class indices 0..6. The VOI comes from the reference's globe
+nearest neighbour and turned into class indices 0..6, and, with ``GridSpec.soft_targets``, also into
+partial-volume fractions per structure (:func:`preprocess.label_fractions`). The VOI comes from the reference's globe
 centroids, jittered by a few mm as automatic detection would be, with the axial range widened to
 cover every labelled voxel.
 
-Prepared eyes are cached as ``.npz`` files (image float16, classes uint8), keyed by the study and
-the grid, so a second run starts at once.
+Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255),
+keyed by the study and the grid, so a second run starts at once.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import SimpleITK as sitk
 from .. import structures
 from ..errors import OrbitSegError
 from ..imageio import axial_axis, read_image
-from ..preprocess import image_to_grid, labels_to_grid, model_grid
+from ..preprocess import image_to_grid, label_fractions, labels_to_grid, model_grid
 from ..segio import read_reference
 from ..tables import read_csv
 from ..voi import VOI, crop, voi_from_globes
@@ -36,25 +37,38 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GridSpec:
     """The model grid a model is trained on: spacing (x, y, z) mm, window (level, width) HU,
-    the size multiple the network needs, and an optional fixed in-plane size (nx, ny)."""
+    the size multiple the network needs, an optional fixed in-plane size (nx, ny), and whether the
+    eyes carry partial-volume targets."""
 
     spacing: tuple[float, float, float]
     window: tuple[float, float]
     multiple: int
     inplane_size: tuple[int, int] | None = None
+    soft_targets: bool = False
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = asdict(self)
+        if not self.soft_targets:  # the key of a grid without fractions is what it was before they existed
+            del fields["soft_targets"]
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
 class EyeVolume:
-    """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``."""
+    """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``,
+    and optionally ``fractions`` uint8 ``[S, z, y, x]``: each structure's partial-volume fraction in
+    1/255 (S = 6 structures in label order)."""
 
     image: np.ndarray
     classes: np.ndarray
     case_id: str
     side: str
+    fractions: np.ndarray | None = None
+
+    @property
+    def targets(self) -> np.ndarray:
+        """What the loss compares with: ``fractions`` when the eye has them, else ``classes``."""
+        return self.classes if self.fractions is None else self.fractions
 
 
 @dataclass
@@ -142,7 +156,8 @@ def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | 
 
 
 def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, case_id: str = "") -> list[EyeVolume]:
-    """Each labelled eye of a study on the model grid (image windowed, classes 0..6)."""
+    """Each labelled eye of a study on the model grid (image windowed, classes 0..6, fractions when
+    ``spec.soft_targets``)."""
     eyes = []
     for side in voi.boxes:
         lo, hi = voi.eye_box(side)
@@ -155,7 +170,11 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
         offset = structures.SIDE_OFFSET[side]
         own = (values > offset) & (values <= offset + len(structures.STRUCTURES))
         classes = np.where(own, values - offset, 0).astype(np.uint8)
-        eyes.append(EyeVolume(image, classes, case_id, side))
+        fractions = None
+        if spec.soft_targets:
+            fractions = label_fractions(labels, grid, [offset + s.class_index for s in structures.STRUCTURES])
+            fractions = np.rint(fractions * 255).astype(np.uint8)
+        eyes.append(EyeVolume(image, classes, case_id, side, fractions))
     return eyes
 
 
@@ -174,7 +193,8 @@ def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike |
         path = cache / f"{study.case_id}-{key}.npz" if cache else None
         if path is not None and path.is_file():
             with np.load(path) as data:
-                eyes += [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], study.case_id, s)
+                eyes += [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], study.case_id, s,
+                                   data[f"fractions_{s}"] if f"fractions_{s}" in data else None)
                          for s in structures.SIDES if f"image_{s}" in data]
         else:
             try:
@@ -185,7 +205,8 @@ def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike |
                 log.warning("skipping study %s: %s", study.case_id, exc)
                 new = []
             if path is not None and new:
-                arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new for kind in ("image", "classes")}
+                arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new
+                          for kind in ("image", "classes", "fractions") if getattr(e, kind) is not None}
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, **arrays)
                 os.replace(tmp, path)

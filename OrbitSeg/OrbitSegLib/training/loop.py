@@ -58,7 +58,8 @@ class TrainConfig:
     ``init`` (a model name or ``.pt`` path) starts every fold from that model's weights instead of a
     random initialisation (fine-tuning); its architecture must be ``architecture``, and its
     configuration replaces ``preset`` and ``model_config``. ``ensemble`` saves the average of all
-    folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2).
+    folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2). ``soft_targets`` trains on
+    partial-volume fractions of the reference on the model grid instead of its nearest labels.
     """
 
     out_dir: str
@@ -87,6 +88,7 @@ class TrainConfig:
     half: bool = True
     description: str = ""
     ensemble: bool = False
+    soft_targets: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with every default filled in and values checked."""
@@ -144,7 +146,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     log.info("training %s on %s", config.architecture, device.note)
     probe = _new_model(config, start)
     spec = GridSpec(tuple(config.spacing), tuple(config.window), probe.size_multiple,
-                    tuple(config.input_size[:2]) if config.fixed_inplane_size else None)
+                    tuple(config.input_size[:2]) if config.fixed_inplane_size else None, config.soft_targets)
     if progress:
         progress(0.0, f"Preparing {len(studies)} studies")
     eyes = prepare(studies, spec, config.cache_dir, seed=config.seed,
@@ -211,7 +213,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         for group in optimizer.param_groups:
             group["lr"] = lr
         rng = np.random.default_rng([config.seed, fold, epoch])
-        pipeline = augmentation(int(rng.integers(2 ** 31))) if config.augment else None
+        pipeline = augmentation(int(rng.integers(2 ** 31)), config.soft_targets) if config.augment else None
         order = rng.permutation(np.resize(np.arange(len(train_eyes)), steps * patches_per_step))
         model.train()
         losses = []
@@ -220,10 +222,10 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
                 raise CancelledError(f"training cancelled; last good checkpoint: {last if last.is_file() else 'none yet'}")
             chosen = order[step * patches_per_step:(step + 1) * patches_per_step]
             patches = [augmented_patch(train_eyes[i], depth, size_yx, rng, pipeline) for i in chosen]
-            images, classes = (seq_unet_batch if sequence else sv_net_batch)(patches)
-            images, classes = images.to(device.device), classes.to(device.device)
+            images, targets = (seq_unet_batch if sequence else sv_net_batch)(patches)
+            images, targets = images.to(device.device), targets.to(device.device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.is_cuda):
-                loss = loss_fn(model(images), classes)
+                loss = loss_fn(model(images), targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -335,7 +337,7 @@ def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, 
     n_val = len({e.case_id for e in val_eyes})
     return (f"{data_description or 'user data'}; fold {fold} of {config.folds}: {n_train} training studies "
             f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
-            f"({config.lr_schedule}), "
+            f"({config.lr_schedule}), {'partial-volume' if config.soft_targets else 'nearest-label'} targets, "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
             f"seed {config.seed}{init_note}")
 

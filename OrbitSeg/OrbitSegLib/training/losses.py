@@ -1,7 +1,9 @@
 """Losses: the papers' (SV-Net: voxel-wise sigmoid cross-entropy; SEQ-UNET: Dice) and Dice + CE.
 
-Each loss takes logits ``(B, C, *spatial)`` and class indices ``(B, *spatial)``. For heads without a
-background channel (SEQ-UNET) the targets are the one-hot structure channels only.
+Each loss takes logits ``(B, C, *spatial)`` and targets: class indices ``(B, *spatial)``, or
+partial-volume fractions of the structures ``(B, C - 1, *spatial)`` in 0..1 (the background's being what
+the structures leave). For heads without a background channel (SEQ-UNET) the targets are the structure
+channels only.
 """
 from __future__ import annotations
 
@@ -30,8 +32,13 @@ class SegmentationLoss(torch.nn.Module):
         self.dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
         self.bce = torch.nn.BCEWithLogitsLoss()
 
-    def forward(self, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        target = one_hot(classes, self.num_classes)
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.dim() == logits.dim():
+            fractions = targets.float()
+            background = (1.0 - fractions.sum(dim=1, keepdim=True)).clamp_(0.0, 1.0)
+            target = torch.cat([background, fractions], dim=1)
+        else:
+            target = one_hot(targets, self.num_classes)
         if not self.has_background:
             target = target[:, 1:]
         logits = logits.float()
