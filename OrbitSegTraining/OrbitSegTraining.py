@@ -85,6 +85,7 @@ class OrbitSegTrainingParameterNode:
     device: Device = Device.AUTO
     outputFolder: Path = Path.home() / "OrbitSeg" / "training"
     restart: bool = False
+    softTargets: bool = False
     logTable: vtkMRMLTableNode
     lossChart: vtkMRMLPlotChartNode
 
@@ -289,7 +290,7 @@ class OrbitSegTrainingLogic(ScriptedLoadableModuleLogic):
             raise ValueError("Choose an output folder.")
         return TrainingJob(Path(p.outputFolder), p.modelName.strip(), p.architecture.value, p.dataSource.value, data,
                            p.folds, p.epochs, p.batchSize, p.learningRate, p.device.value, p.restart,
-                           p.initialModel.strip(), p.ensembleFolds)
+                           p.initialModel.strip(), p.ensembleFolds, p.softTargets)
 
     @staticmethod
     def logNodes(table=None, chart=None):

@@ -542,9 +542,10 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
         init = " seq-unet " if source == "studies" else ""
         job = training.TrainingJob(tmp_path / "out", "my-seq", "seq-unet", source, data, folds=4, epochs=3,
                                    batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder",
-                                   init=init, ensemble=source == "phantom")
+                                   init=init, ensemble=source == "phantom", soft_targets=source != "studies")
         args = parser.parse_args(job.arguments())
         assert args.init == (init.strip() or None) and args.ensemble == (source == "phantom")
+        assert args.soft_targets == (source != "studies")
         assert (args.command, args.model, args.name, args.folds, args.epochs, args.batch_size, args.lr, args.device) == \
             ("train", "seq-unet", "my-seq", 4, 3, 8, 5e-5, "cpu")
         assert (args.phantom, args.studies, args.folder) == (

@@ -4,7 +4,7 @@ Everything that depends on the training command's interface is in this file, so 
 interface in one place (see ``OrbitSegLib.training.loop`` and ``orbitseg train --help``):
 
 - ``orbitseg train --studies LIST | --folder DIR | --phantom N --model sv-net|seq-unet --name NAME
-  --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble] [--restart]
+  --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble] [--soft-targets] [--restart]
   --progress json``;
 - ``DIR/training_log.csv`` gains a row per fold and epoch (``fold, epoch, train_loss, val_loss,
   val_dice, lr, seconds``); ``DIR/fold<i>/best.pt`` and ``last.pt`` are written atomically after
@@ -49,6 +49,8 @@ class TrainingJob:
     """Model (name or ``.pt`` path) whose weights the run starts from; empty: random weights."""
     ensemble: bool = False
     """Save the average of all folds' best models as the final model (needs at least 2 folds)."""
+    soft_targets: bool = False
+    """Train on partial-volume targets instead of the nearest reference labels."""
 
     def __post_init__(self):
         if self.source not in DATA_SOURCES:
@@ -68,7 +70,8 @@ class TrainingJob:
                 "--batch-size", str(int(self.batch_size)), "--lr", f"{self.learning_rate:g}",
                 "--device", self.device, "--out", str(self.out_dir), "--progress", "json"]
         args += ["--init", self.init.strip()] if self.init.strip() else []
-        return args + (["--ensemble"] if self.ensemble else []) + (["--restart"] if self.restart else [])
+        return (args + (["--ensemble"] if self.ensemble else []) + (["--soft-targets"] if self.soft_targets else [])
+                + (["--restart"] if self.restart else []))
 
     @property
     def log_path(self) -> Path:

@@ -2,9 +2,9 @@
 
 A *patch* is a ``[z, y, x]`` window of one eye volume with a fixed size (a random window where the
 eye is larger, padding where it is smaller) and its targets (class map, or partial-volume fractions
-per structure); the networks are fully convolutional,
-so they train on windows smaller than the eye and predict on the whole eye. SV-Net trains on patches of ``depth`` slices; SEQ-UNET on
-the slice triplets of a short patch, each labelled by its centre slice.
+per structure); the networks are fully convolutional, so they train on windows smaller than the eye
+and predict on the whole eye. SV-Net trains on patches of ``depth`` slices; SEQ-UNET on the slice
+triplets of a short patch, each labelled by its centre slice.
 
 Augmentation (MONAI, on the patch in 3D): translation, rotation, scaling, Gaussian noise,
 intensity shift and scale, slight blur. No left–right flips: the model grid already mirrors the
@@ -103,8 +103,8 @@ def one_hot(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
 def sv_net_batch(patches: list[tuple[np.ndarray, np.ndarray]]):
     """SV-Net batch: input ``(B, 1, z, y, x)``, targets ``(B, z, y, x)`` classes or ``(B, S, z, y, x)`` fractions."""
     images = torch.from_numpy(np.stack([p[0] for p in patches]))[:, None]
-    classes = torch.from_numpy(np.stack([p[1] for p in patches]))
-    return images, classes
+    targets = torch.from_numpy(np.stack([p[1] for p in patches]))
+    return images, targets
 
 
 def seq_unet_batch(patches: list[tuple[np.ndarray, np.ndarray]]):
@@ -113,9 +113,9 @@ def seq_unet_batch(patches: list[tuple[np.ndarray, np.ndarray]]):
     Returns input ``(B, 3, 1, y, x)`` and the centre slices' targets: classes ``(B, y, x)`` or
     fractions ``(B, S, y, x)``.
     """
-    images, classes = [], []
+    images, targets = [], []
     for image, label in patches:
         for k in range(1, image.shape[0] - 1):
             images.append(image[k - 1:k + 2])
-            classes.append(label[..., k, :, :])
-    return torch.from_numpy(np.stack(images))[:, :, None], torch.from_numpy(np.stack(classes))
+            targets.append(label[..., k, :, :])
+    return torch.from_numpy(np.stack(images))[:, :, None], torch.from_numpy(np.stack(targets))

@@ -3,9 +3,9 @@
 Training uses exactly the inference preprocessing (:mod:`voi`, :mod:`preprocess`): each eye is
 cropped, resampled to the model grid (left eyes mirrored), windowed; its reference is resampled with
 nearest neighbour and turned into class indices 0..6, and, with ``GridSpec.soft_targets``, also into
-partial-volume fractions per structure (:func:`preprocess.label_fractions`). The VOI comes from the reference's globe
-centroids, jittered by a few mm as automatic detection would be, with the axial range widened to
-cover every labelled voxel.
+partial-volume fractions per structure (:func:`preprocess.label_fractions`). The VOI comes from the
+reference's globe centroids, jittered by a few mm as automatic detection would be, with the axial
+range widened to cover every labelled voxel.
 
 Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255),
 keyed by the study and the grid, so a second run starts at once.
