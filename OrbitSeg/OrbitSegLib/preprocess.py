@@ -115,19 +115,21 @@ def label_fractions(labels: sitk.Image, grid: sitk.Image, values: list[int]) -> 
     """Partial-volume targets: the fraction of each label value around every model-grid point.
 
     Each value's indicator image is resampled linearly onto ``grid``, so a point between a structure's
-    voxels and the background gets the fraction the boundary leaves it, instead of :func:`labels_to_grid`'s
-    all-or-nothing nearest label. Only the part of ``labels`` under the grid is read. Returns float32
+    voxels and the background gets the fraction the boundary leaves it, instead of the all-or-nothing
+    nearest label of :func:`labels_to_grid`. Only the part of ``labels`` under the grid is read. Returns float32
     ``[len(values), z, y, x]`` in 0..1 (0 outside the label image).
     """
     shape = (len(values),) + tuple(grid.GetSize()[::-1])
-    lo, hi = physical_box_to_index(labels, *index_box_to_physical(grid, (0, 0, 0), tuple(n - 1 for n in grid.GetSize())))
+    extent = index_box_to_physical(grid, (0, 0, 0), tuple(n - 1 for n in grid.GetSize()))
+    lo, hi = physical_box_to_index(labels, *extent)
     lo = [max(0, v - 1) for v in lo]
     hi = [min(n - 1, v + 1) for v, n in zip(hi, labels.GetSize())]
     if any(h < l for l, h in zip(lo, hi)):
         return np.zeros(shape, dtype=np.float32)
     region = crop(labels, lo, hi)
     array = sitk.GetArrayViewFromImage(region)
-    indicators = sitk.GetImageFromArray(np.stack([array == v for v in values], axis=-1).astype(np.float32), isVector=True)
+    indicators = sitk.GetImageFromArray(np.stack([array == v for v in values], axis=-1).astype(np.float32),
+                                        isVector=True)
     indicators.CopyInformation(region)
     resampled = sitk.Resample(indicators, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32)
     return np.moveaxis(sitk.GetArrayFromImage(resampled), -1, 0).reshape(shape)

@@ -4,8 +4,8 @@ Everything that depends on the training command's interface is in this file, so 
 interface in one place (see ``OrbitSegLib.training.loop`` and ``orbitseg train --help``):
 
 - ``orbitseg train --studies LIST | --folder DIR | --phantom N --model sv-net|seq-unet --name NAME
-  --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble] [--soft-targets] [--restart]
-  --progress json``;
+  --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble]
+  [--soft-targets] [--restart] --progress json``;
 - ``DIR/training_log.csv`` gains a row per fold and epoch (``fold, epoch, train_loss, val_loss,
   val_dice, lr, seconds``); ``DIR/fold<i>/best.pt`` and ``last.pt`` are written atomically after
   every epoch (so stopping the process at any time keeps the last good checkpoint) and
