@@ -12,6 +12,7 @@ from OrbitSegLib import models, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
 from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
+from OrbitSegLib.training import loop as training_loop
 from OrbitSegLib.training.augment import (augmentation, augmented_patch, one_hot, sample_patch, seq_unet_batch,
                                           sv_net_batch)
 from OrbitSegLib.training.data import prepare, studies_from_list
@@ -200,6 +201,25 @@ def test_training_on_partial_volume_targets(phantom_studies, tmp_path):
     assert any(p.name.endswith(".npz") for p in (tmp_path / "cache").iterdir())
     _, hard = models.load_checkpoint(train(_config(tmp_path / "hard", epochs=1), phantom_studies).model_path)
     assert "nearest-label targets" in hard.training_data
+
+
+def test_data_seed_keeps_the_cache_and_folds_while_the_seed_draws_other_patches(phantom_studies, tmp_path,
+                                                                                monkeypatch):
+    splits = []
+    monkeypatch.setattr(training_loop, "fold_split", lambda *args: splits.append(args) or fold_split(*args))
+    first = train(_config(tmp_path / "a", epochs=1), phantom_studies)  # seed 1: data seed 1 too
+    cache = tmp_path / "a" / "cache"
+    prepared = sorted(p.name for p in cache.iterdir())
+    broken = [type(s)(s.case_id, lambda: (_ for _ in ()).throw(AssertionError("prepared again")), s.source_key)
+              for s in phantom_studies]
+    second = train(_config(tmp_path / "b", epochs=1, seed=5, data_seed=1, cache_dir=str(cache)), broken)
+    assert sorted(p.name for p in cache.iterdir()) == prepared
+    _, card_a = models.load_checkpoint(first.model_path)
+    _, card_b = models.load_checkpoint(second.model_path)
+    assert "seed 5 (data seed 1)" in card_b.training_data and "data seed" not in card_a.training_data
+    assert len(splits) == 2 and splits[0] == splits[1]  # the same folds
+    with pytest.raises(AssertionError, match="prepared again"):  # another data seed is other data
+        train(_config(tmp_path / "c", epochs=1, seed=5, data_seed=2, cache_dir=str(cache)), broken)
 
 
 def test_cancel_keeps_the_last_good_checkpoint(phantom_studies, tmp_path):

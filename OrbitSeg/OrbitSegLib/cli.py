@@ -176,6 +176,7 @@ def cmd_train(args) -> int:
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                          loss=args.loss,
                          samples_per_epoch=args.samples_per_epoch, augment=not args.no_augment, seed=args.seed,
+                         data_seed=args.data_seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
                          description=args.description or "", ensemble=args.ensemble,
                          soft_targets=args.soft_targets)
@@ -318,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "point (the reference resampled linearly) instead of the nearest reference label")
     train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")
     train.add_argument("--no-augment", action="store_true", help="switch MONAI augmentation off")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training patches")
+    train.add_argument("--data-seed", type=int, default=None,
+                       help="seed of the prepared data (VOI jitter, so the --cache files) and of the fold split "
+                            "(default: --seed); keep it to reuse a cache while --seed draws other patches")
     train.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
     train.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")

@@ -60,6 +60,9 @@ class TrainConfig:
     configuration replaces ``preset`` and ``model_config``. ``ensemble`` saves the average of all
     folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2). ``soft_targets`` trains on
     partial-volume fractions of the reference on the model grid instead of its nearest labels.
+    ``seed`` drives the initialisation and the patches; ``data_seed`` (default: ``seed``) the prepared
+    data (VOI jitter, and so the cache) and the fold split, so a later run can reuse a cache and its
+    folds while drawing other patches.
     """
 
     out_dir: str
@@ -82,6 +85,7 @@ class TrainConfig:
     samples_per_epoch: int | None = None
     augment: bool = True
     seed: int = 0
+    data_seed: int | None = None
     device: str = "auto"
     resume: bool = True
     cache_dir: str | None = None
@@ -98,6 +102,7 @@ class TrainConfig:
         c.input_size = tuple(c.input_size or DEFAULT_INPUT_SIZE[c.architecture])
         c.batch_size = int(c.batch_size or PAPER_BATCH[c.architecture])
         c.lr = float(c.lr or PAPER_LR[c.architecture])
+        c.data_seed = c.seed if c.data_seed is None else int(c.data_seed)
         if c.folds < 1:
             raise OrbitSegError(f"folds must be at least 1, got {c.folds}")
         if c.fold is not None and not 0 <= c.fold < c.folds:
@@ -149,9 +154,9 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
                     tuple(config.input_size[:2]) if config.fixed_inplane_size else None, config.soft_targets)
     if progress:
         progress(0.0, f"Preparing {len(studies)} studies")
-    eyes = prepare(studies, spec, config.cache_dir, seed=config.seed,
+    eyes = prepare(studies, spec, config.cache_dir, seed=config.data_seed,
                    progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
-    groups = fold_split([e.case_id for e in eyes], config.folds, config.seed)
+    groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
     to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
     scores: dict[int, float] = {}
     fold_metrics: dict[int, dict] = {}
@@ -335,11 +340,12 @@ def _learning_rate(config: TrainConfig, epoch: int) -> float:
 def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, fold: int, init_note: str) -> str:
     n_train = len({e.case_id for e in train_eyes})
     n_val = len({e.case_id for e in val_eyes})
+    seeds = f"seed {config.seed}" + ("" if config.data_seed == config.seed else f" (data seed {config.data_seed})")
     return (f"{data_description or 'user data'}; fold {fold} of {config.folds}: {n_train} training studies "
             f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
             f"({config.lr_schedule}), {'partial-volume' if config.soft_targets else 'nearest-label'} targets, "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
-            f"seed {config.seed}{init_note}")
+            f"{seeds}{init_note}")
 
 
 def _append_log(path: Path, row: dict) -> None:
