@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from OrbitSegLib import structures
+from OrbitSegLib.metrics import overlap
 from OrbitSegLib.phantom import generate_case
 from OrbitSegLib.postprocess import scores_to_classes
 from OrbitSegLib.preprocess import label_fractions, labels_to_grid, model_grid, scores_to_crop
@@ -46,14 +47,6 @@ def eye_targets(labels, grid, side: str, kind: str) -> np.ndarray:
     return np.concatenate([background, fractions])
 
 
-def side_classes(region: sitk.Image, side: str) -> np.ndarray:
-    """A labelmap crop as one side's class indices ``[k, j, i]`` (0: background or the other side)."""
-    values = sitk.GetArrayFromImage(region)
-    offset = structures.SIDE_OFFSET[side]
-    own = (values > offset) & (values <= offset + len(structures.STRUCTURES))
-    return np.where(own, values - offset, 0)
-
-
 def roundtrip_iou(seed: int, cases: int, spacing: float) -> dict[str, dict[str, float]]:
     """Mean IoU per target kind and structure over every eye of the cases."""
     scores: dict[str, dict[str, list[float]]] = {k: {s.key: [] for s in structures.STRUCTURES} for k in TARGETS}
@@ -62,14 +55,14 @@ def roundtrip_iou(seed: int, cases: int, spacing: float) -> dict[str, dict[str, 
         voi = training_voi(case.ct, case.labels)
         for side in voi.boxes:
             region = crop(case.labels, *voi.eye_box(side))
-            reference = side_classes(region, side)
+            reference = structures.side_classes(sitk.GetArrayFromImage(region), side)
             grid = model_grid(region, side, (spacing, spacing, spacing), 16)
             for kind in TARGETS:
                 classes = scores_to_classes(scores_to_crop(eye_targets(case.labels, grid, side, kind), grid, region))
                 for s in structures.STRUCTURES:
-                    predicted, truth = classes == s.class_index, reference == s.class_index
+                    truth = reference == s.class_index
                     if truth.any():
-                        scores[kind][s.key].append(float((predicted & truth).sum() / (predicted | truth).sum()))
+                        scores[kind][s.key].append(overlap(classes == s.class_index, truth)["iou"])
         print(f"case {index + 1}/{cases}", flush=True)
     return {k: {s: float(np.mean(v)) for s, v in per.items() if v} for k, per in scores.items()}
 
@@ -82,12 +75,14 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     result = roundtrip_iou(args.seed, args.cases, args.spacing)
-    print(f"| targets ({args.spacing:g} mm grid) | " + " | ".join(s.key.replace("_", " ") for s in structures.STRUCTURES) + " |")
+    names = " | ".join(s.key.replace("_", " ") for s in structures.STRUCTURES)
+    print(f"| targets ({args.spacing:g} mm grid) | {names} |")
     for kind, per in result.items():
         print(f"| {kind} | " + " | ".join(f"{per[s.key]:.3f}" for s in structures.STRUCTURES) + " |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"seed": args.seed, "cases": args.cases, "spacing_mm": args.spacing, "iou": result}, handle, indent=2)
+            json.dump({"seed": args.seed, "cases": args.cases, "spacing_mm": args.spacing, "iou": result}, handle,
+                      indent=2)
 
 
 if __name__ == "__main__":

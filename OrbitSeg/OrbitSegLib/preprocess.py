@@ -116,8 +116,8 @@ def label_fractions(labels: sitk.Image, grid: sitk.Image, values: list[int]) -> 
 
     Each value's indicator image is resampled linearly onto ``grid``, so a point between a structure's
     voxels and the background gets the fraction the boundary leaves it, instead of the all-or-nothing
-    nearest label of :func:`labels_to_grid`. Only the part of ``labels`` under the grid is read. Returns float32
-    ``[len(values), z, y, x]`` in 0..1 (0 outside the label image).
+    nearest label of :func:`labels_to_grid`. Only the part of ``labels`` under the grid is read.
+    Returns float32 ``[len(values), z, y, x]`` in 0..1 (0 outside the label image).
     """
     shape = (len(values),) + tuple(grid.GetSize()[::-1])
     extent = index_box_to_physical(grid, (0, 0, 0), tuple(n - 1 for n in grid.GetSize()))

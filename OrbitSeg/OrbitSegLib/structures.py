@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 CATEGORY = ("SCT", "123037004", "Anatomical Structure")
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -87,6 +89,14 @@ def segment_name(side: str, key: str) -> str:
 def label_value(side: str, key: str) -> int:
     """Label value of a side and structure in a combined labelmap (1..12)."""
     return structure(key).class_index + SIDE_OFFSET[check_side(side)]
+
+
+def side_classes(values: np.ndarray, side: str) -> np.ndarray:
+    """A combined labelmap array as one side's class indices (uint8, same shape; 0 for background and
+    the other side's structures)."""
+    offset = SIDE_OFFSET[check_side(side)]
+    own = (values > offset) & (values <= offset + len(STRUCTURES))
+    return np.where(own, values - offset, 0).astype(np.uint8)
 
 
 def label_table() -> list[tuple[int, str, str]]:

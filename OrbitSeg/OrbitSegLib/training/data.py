@@ -166,13 +166,11 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
         region = crop(ct, lo, hi)
         grid = model_grid(region, side, spec.spacing, spec.multiple, spec.inplane_size)
         image = image_to_grid(ct, grid, *spec.window).astype(np.float16)
-        values = labels_to_grid(labels, grid)
-        offset = structures.SIDE_OFFSET[side]
-        own = (values > offset) & (values <= offset + len(structures.STRUCTURES))
-        classes = np.where(own, values - offset, 0).astype(np.uint8)
+        classes = structures.side_classes(labels_to_grid(labels, grid), side)
         fractions = None
         if spec.soft_targets:
-            fractions = label_fractions(labels, grid, [offset + s.class_index for s in structures.STRUCTURES])
+            values = [structures.label_value(side, s.key) for s in structures.STRUCTURES]
+            fractions = label_fractions(labels, grid, values)
             fractions = np.rint(fractions * 255).astype(np.uint8)
         eyes.append(EyeVolume(image, classes, case_id, side, fractions))
     return eyes
