@@ -9,6 +9,8 @@ import torch
 
 from OrbitSegLib import evaluation, models, structures
 from OrbitSegLib.cli import main
+from OrbitSegLib.phantom import exact_volumes
+from OrbitSegLib.tables import read_csv
 
 
 def _rows(seed=0, studies=4):
@@ -49,6 +51,23 @@ def test_headline_numbers():
     assert "0.760" in evaluation.papers_table()
 
 
+def test_exact_volume_agreement():
+    rows = _rows(studies=3)
+    exact = {}
+    for r in rows:
+        exact.setdefault(r["id"], {}).setdefault(r["side"], {})[r["structure"]] = r["volume_cm3"]
+        r["reference_volume_cm3"] = r["volume_cm3"] - 0.01 * (1 + int(r["id"][1:]))
+    rows.append({**rows[0], "id": "not-a-phantom", "volume_cm3": 99.0})
+    table = evaluation.exact_volume_agreement(rows, exact)
+    assert [t["structure"] for t in table] == [s.key for s in structures.STRUCTURES]
+    for t in table:
+        assert t["n"] == 6
+        assert t["model_mae"] == pytest.approx(0.0) and t["model_pearson_r"] == pytest.approx(1.0)
+        assert t["reference_mae"] == pytest.approx(0.02)  # offsets 0.01, 0.02, 0.03 cm³, two sides each
+    assert "| optic nerve | 6 | 0.000 | 1.0000 | 0.020 |" in evaluation.exact_volume_report(table)
+    assert evaluation.exact_volume_agreement(rows, {}) == []
+
+
 def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     folder = tmp_path / "models"
     folder.mkdir()
@@ -66,6 +85,18 @@ def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     assert 0.0 <= numbers["globe_iou"] <= 1.0
     assert "| globe | both | 4 |" in (tmp_path / "eval" / "accuracy.md").read_text(encoding="utf-8")
     assert models.read_card(folder / "tiny.pt").metrics["held_out"] == {"data": str(studies), **numbers}
+    # the phantom's exact volumes: the reference labelmap's error is what the cases' info.json says
+    infos = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((tmp_path / "data").glob("*/info.json"))]
+    exact = {r["structure"]: r for r in read_csv(tmp_path / "eval" / "exact_volumes.csv")}
+    for s in structures.STRUCTURES:
+        gaps = [abs(i["volumes_cm3"][side][s.key] - i["true_volumes_cm3"][side][s.key]) for i in infos
+                for side in structures.SIDES]
+        assert int(exact[s.key]["n"]) == 4
+        assert float(exact[s.key]["reference_mae"]) == pytest.approx(np.mean(gaps), abs=2e-4)
+    assert "Against the phantom's exact volumes" in (tmp_path / "eval" / "accuracy.md").read_text(encoding="utf-8")
+    # a study without a phantom info.json beside its image (real CT) has no exact volumes
+    (tmp_path / "data" / infos[0]["id"] / "info.json").unlink()
+    assert exact_volumes(studies) == {infos[1]["id"]: infos[1]["true_volumes_cm3"]}
     # test-time grid shifts are recorded apart, leaving the plain numbers as they were
     assert main(["evaluate", "--studies", str(studies), "--model", str(folder / "tiny.pt"), "--out",
                  str(tmp_path / "eval2"), "--device", "cpu", "--progress", "none", "--record", "--grid-shifts", "2"]) == 0

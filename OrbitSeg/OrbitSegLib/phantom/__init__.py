@@ -5,6 +5,6 @@ shapes (:mod:`.head`, :mod:`.orbit`, :mod:`.shapes`), rasterises it with exact p
 (:mod:`.render`) and images it (:mod:`.scanner`); :mod:`.dataset` writes cases and a study list.
 """
 from .case import PhantomCase, generate_case
-from .dataset import write_case, write_dataset
+from .dataset import exact_volumes, write_case, write_dataset
 
-__all__ = ["PhantomCase", "generate_case", "write_case", "write_dataset"]
+__all__ = ["PhantomCase", "exact_volumes", "generate_case", "write_case", "write_dataset"]

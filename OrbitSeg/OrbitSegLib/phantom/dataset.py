@@ -32,6 +32,25 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike, case_id: str) -> d
             "start_slice": case.info["start_slice"], "end_slice": case.info["end_slice"]}
 
 
+def exact_volumes(studies: str | os.PathLike) -> dict[str, dict[str, dict[str, float]]]:
+    """The phantom's exact volumes (cm³, from the sub-voxel occupancy, not the labelmap) of the cases in a
+    study list: ``{study id: {side: {structure key: cm³}}}``.
+
+    A case's ``info.json`` lies beside its image, as :func:`write_case` leaves it; studies without one
+    (any list of real CT) are left out, so the result is empty for a list with no phantom cases.
+    """
+    from ..batch.studies import read_studies
+
+    out = {}
+    for study in read_studies(studies):
+        info = study.image.parent / INFO_NAME
+        if study.image.is_file() and info.is_file():
+            exact = json.loads(info.read_text(encoding="utf-8")).get("true_volumes_cm3")
+            if exact:
+                out[study.id] = exact
+    return out
+
+
 def write_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, *, small: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> Path:
     """Generate cases 0..n_cases-1 of series ``seed``, write them and ``out_dir/studies.csv``.
