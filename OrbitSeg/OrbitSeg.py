@@ -48,7 +48,7 @@ Segments, for each eye (OD = right, OS = left), the globe, the superior, inferio
 rectus muscles and the optic nerve on orbital CT, and measures their volumes in cm3 (for example in
 thyroid-associated ophthalmopathy). Models: SV-Net (3D) and SEQ-UNET (2D + ConvLSTM).
 Choose the CT, press Auto-detect (or set the start and end slices), pick a model and press Segment.
-See the <a href="https://github.com/OrbitSeg/OrbitSeg#readme">documentation</a>.
+See the <a href="https://github.com/OrbitSeg/SlicerOrbitSeg#readme">documentation</a>.
 """
         self.parent.acknowledgementText = """
 OrbitSeg implements SV-Net (arXiv 2007.02091, 2020) and SEQ-UNET (JoVE 2022, doi 10.3791/64500).
@@ -68,7 +68,9 @@ def registerSampleData():
     from OrbitSegLib.sample import SAMPLE_NAME, bundled_sample_dirs, sample_files
 
     iconPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "OrbitSeg.png")
-    SampleData.SampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title="OrbitSeg")
+    # Slicer 5.12 added titled categories; in earlier versions registering the source creates the category.
+    if hasattr(SampleData.SampleDataLogic, "registerCustomSampleDataCategory"):
+        SampleData.SampleDataLogic.registerCustomSampleDataCategory(SAMPLE_CATEGORY, title="OrbitSeg")
     files = next((sample_files(folder) for folder in bundled_sample_dirs()
                   if all(p.is_file() for p in sample_files(folder).values())), None)
     if files is not None:
@@ -708,14 +710,11 @@ class OrbitSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def torchInstalled() -> bool:
-        try:
-            import PyTorchUtils
+        """Whether PyTorch is installed at OrbitSeg's minimum version or newer (from the package metadata,
+        so without importing torch; an older torch counts as missing and is upgraded by the PyTorch extension)."""
+        from OrbitSegMRMLLib.dependencies import unmet
 
-            return PyTorchUtils.PyTorchUtilsLogic.torchInstalled()
-        except ModuleNotFoundError:  # SlicerPyTorch not installed (e.g. a source checkout): plain check
-            from OrbitSegMRMLLib.dependencies import unmet
-
-            return not unmet([f"torch>={MINIMUM_TORCH}"])
+        return not unmet([f"torch>={MINIMUM_TORCH}"])
 
     def missingDependencies(self) -> list[str]:
         """Requirements not (or not suitably) installed; ``torch`` first when it is missing."""

@@ -230,22 +230,24 @@ class OrbitSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = False
         self._process = None
         job = self._job
-        if exitCode == 0 and not cancelled and job.model_path.is_file():
-            self._candidate = job.model_path
-            with slicer.util.tryWithErrorDisplay("The trained model could not be added to OrbitSeg."):
-                target = self.registerCandidate()
-                self.setStatus(f"Training finished. Model '{job.name}' is in OrbitSeg's model list ({target}).")
-        else:
-            self._candidate = training.best_checkpoint_so_far(job.out_dir)
-            kept = (f" The last good checkpoint is kept: {self._candidate}. Press 'Add to OrbitSeg models' to use it,"
-                    " or train again into the same folder to resume.") if self._candidate else ""
-            if cancelled:
-                self.setStatus("Training cancelled." + kept)
+        try:
+            if exitCode == 0 and not cancelled and job.model_path.is_file():
+                self._candidate = job.model_path
+                with slicer.util.tryWithErrorDisplay("The trained model could not be added to OrbitSeg."):
+                    target = self.registerCandidate()
+                    self.setStatus(f"Training finished. Model '{job.name}' is in OrbitSeg's model list ({target}).")
             else:
-                self.setStatus(f"Training failed: {errorMessage}.{kept}", error=True)
-                slicer.util.errorDisplay(f"Training failed:\n\n{errorMessage}", windowTitle="OrbitSeg Training",
-                                         detailedText=self.ui.logTextEdit.plainText)
-        self.updateGUIFromParameterNode()
+                self._candidate = training.best_checkpoint_so_far(job.out_dir)
+                kept = (f" The last good checkpoint is kept: {self._candidate}. Press 'Add to OrbitSeg models' to use"
+                        " it, or train again into the same folder to resume.") if self._candidate else ""
+                if cancelled:
+                    self.setStatus("Training cancelled." + kept)
+                else:
+                    self.setStatus(f"Training failed: {errorMessage}.{kept}", error=True)
+                    slicer.util.errorDisplay(f"Training failed:\n\n{errorMessage}", windowTitle="OrbitSeg Training",
+                                             detailedText=self.ui.logTextEdit.plainText)
+        finally:  # a model that could not be added leaves the panel ready, with 'Add to OrbitSeg models' on
+            self.updateGUIFromParameterNode()
 
     def registerCandidate(self, overwrite: bool = False) -> Path:
         from OrbitSegLib.model_store import user_model_dir

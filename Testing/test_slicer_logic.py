@@ -249,6 +249,35 @@ def test_result_becomes_named_coloured_tagged_segments_at_the_right_place(mrml, 
 
 
 @needs_slicer
+def test_result_under_a_parent_transform_keeps_the_cts_own_grid(mrml):
+    image = blob_phantom(ROTATIONS["oblique"])
+    ct = volume_node(mrml.scene, image)
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[:3, 3] = (100.0, -20.0, 7.0)
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    ct.SetAndObserveTransformNodeID(transform.GetID())
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    mrml.logic.segment(ct, bright_model(), segmentation, table, device="cpu", closed_surface=False)
+    # the segmentation moves with the CT, and its reference geometry is the CT's untransformed grid
+    assert segmentation.GetTransformNodeID() == transform.GetID()
+    assert segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) is ct
+    geometry_string = segmentation.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    reference = slicer.vtkOrientedImageData()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry_string, reference)
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetImageToWorldMatrix(matrix)
+    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(matrix), geometry.ijk_to_ras(ct), atol=1e-6)
+    # and each globe segment lies on its blob, in the CT's own (untransformed) coordinates
+    for side, centre in BLOBS.items():
+        ras, count = segment_centroid_ras(segmentation, segments.segment_id(side, "globe"))
+        assert count > 0
+        np.testing.assert_allclose(ras, np.array(centre) * LPS_TO_RAS, atol=0.7)
+
+
+@needs_slicer
 def test_one_side_gives_only_that_sides_segments(mrml):
     image = blob_phantom(ROTATIONS["lps"])
     ct = volume_node(mrml.scene, image)
@@ -556,6 +585,8 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
         training.TrainingJob(tmp_path, "m", "sv-net", "studies", "", 2, 1, 1, 1e-4)
     with pytest.raises(OrbitSegError, match="plain name"):
         training.TrainingJob(tmp_path, "bad name", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
+    with pytest.raises(OrbitSegError, match="taken by a bundled model"):  # refused before training, not after
+        training.TrainingJob(tmp_path, "sv-net", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
     with pytest.raises(OrbitSegError, match="unknown training data source"):
         training.TrainingJob(tmp_path, "m", "sv-net", "web", "x", 2, 1, 1, 1e-4)
     with pytest.raises(OrbitSegError, match="averaging the folds needs at least 2 folds"):

@@ -197,6 +197,12 @@ def test_extension_cmake_declares_the_extension_and_both_modules():
     assert Image.open(icon).size == (128, 128)
     for module in MODULES:
         assert (REPO / module / "Resources" / "Icons" / f"{module}.png").is_file()
+    # the icon and screenshot links into this repository name files that exist
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "https://github.com/([^"]+)"\)', text).group(1)
+    links = re.findall(rf"https://raw.githubusercontent.com/{homepage}/main/(\S+?)[\s\"]", text)
+    assert len(links) == 3 and all((REPO / link).is_file() for link in links), links
+    help_links = re.findall(r'href="https://github.com/([^/"#]+/[^/"#]+)', (REPO / "OrbitSeg" / "OrbitSeg.py").read_text())
+    assert help_links and set(help_links) == {homepage}
 
 
 def _imports(path: Path) -> set[str]:

@@ -44,10 +44,10 @@ def labelmap_to_segmentation_node(labelmap: sitk.Image, sides, segmentation_node
     segmentation = segmentation_node.GetSegmentation()
     was_modifying = segmentation_node.StartModify()
     try:
-        segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
-                                             volume_node.GetID())
-        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        # Under the volume's parent transform first: the reference geometry is then the volume's own grid
+        # (set the other way round, Slicer would fold the transform into it and apply it twice).
         segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segmentation.RemoveAllSegments()
         segmentation.SetSourceRepresentationName(BINARY_LABELMAP)
         ids = vtk.vtkStringArray()  # position v-1 receives label value v

@@ -59,8 +59,7 @@ class TrainingJob:
             raise OrbitSegError({"studies": "choose a study list (CSV with id, image, reference columns)",
                                  "folder": "choose a folder of case folders (each with ct.* and reference.seg.nrrd)",
                                  "phantom": "give the number of phantom cases"}[self.source])
-        if not MODEL_NAME.match(self.name or ""):
-            raise OrbitSegError(f"model name {self.name!r} is not a plain name (letters, digits, '.', '_', '-')")
+        check_model_name(self.name)
         if self.ensemble and self.folds < 2:
             raise OrbitSegError("averaging the folds needs at least 2 folds")
 
@@ -162,6 +161,17 @@ def best_checkpoint_so_far(out_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+def check_model_name(name: str) -> None:
+    """Raise :class:`OrbitSegError` unless ``name`` can name a user model: a plain file name that does
+    not hide a bundled model (checked before training starts, not only when the model is added)."""
+    from OrbitSegLib.model_store import MODEL_SUFFIX, bundled_model_dirs
+
+    if not MODEL_NAME.match(name or ""):
+        raise OrbitSegError(f"model name {name!r} is not a plain name (letters, digits, '.', '_', '-')")
+    if any((folder / f"{name}{MODEL_SUFFIX}").is_file() for folder in bundled_model_dirs()):
+        raise OrbitSegError(f"model name {name!r} is taken by a bundled model; choose another name")
+
+
 def register_model(checkpoint: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
     """Copy a checked checkpoint into the user models folder as ``<name>.pt``; returns the new path.
 
@@ -169,13 +179,10 @@ def register_model(checkpoint: str | os.PathLike, name: str, overwrite: bool = F
     hide a bundled model; an existing user model of that name is replaced only with ``overwrite``.
     """
     from OrbitSegLib.imageio import atomic_path
-    from OrbitSegLib.model_store import MODEL_SUFFIX, bundled_model_dirs, user_model_dir
+    from OrbitSegLib.model_store import MODEL_SUFFIX, user_model_dir
     from OrbitSegLib.models.checkpoint import read_card
 
-    if not MODEL_NAME.match(name or ""):
-        raise OrbitSegError(f"model name {name!r} is not a plain name (letters, digits, '.', '_', '-')")
-    if any((folder / f"{name}{MODEL_SUFFIX}").is_file() for folder in bundled_model_dirs()):
-        raise OrbitSegError(f"model name {name!r} is taken by a bundled model; choose another name")
+    check_model_name(name)
     read_card(checkpoint)
     target = user_model_dir() / f"{name}{MODEL_SUFFIX}"
     if target.exists() and not overwrite:
