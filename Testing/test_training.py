@@ -158,6 +158,34 @@ def test_loss_on_fractions(architecture, kind):
         assert float(loss_fn(logits, partial)) > float(expected)  # plus the Dice term
 
 
+@pytest.mark.parametrize("architecture, kind", [("sv-net", "dice_ce"), ("seq-unet", "dice")])
+def test_structure_weights_weight_each_channels_terms(architecture, kind):
+    """Equal weights give the plain loss; a weight multiplies its channel's cross-entropy and Dice terms,
+    with the weights normalised to mean 1."""
+    torch.manual_seed(1)
+    background = architecture == "sv-net"
+    channels = structures.NUM_CLASSES - (0 if background else 1)
+    classes = torch.randint(0, structures.NUM_CLASSES, (2, 4, 8, 8))
+    logits = torch.randn(2, channels, 4, 8, 8)
+    plain = SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background)
+    same = SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background, class_weights=[2.0] * 7)
+    torch.testing.assert_close(same(logits, classes), plain(logits, classes))
+    weights = [1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0]  # superior rectus ×3
+    weighted = SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background, class_weights=weights)
+    target = one_hot(classes, structures.NUM_CLASSES)[:, (0 if background else 1):]
+    w = torch.tensor(weights[(0 if background else 1):])
+    w = w / w.mean()
+    bce = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(logits[:, c], target[:, c])
+                       for c in range(channels)])
+    probability = torch.sigmoid(logits)
+    overlap = (probability * target).sum(dim=(0, 2, 3, 4))
+    dice = 1 - (2 * overlap + 1e-4) / (probability.sum(dim=(0, 2, 3, 4)) + target.sum(dim=(0, 2, 3, 4)) + 1e-4)
+    expected = (dice * w).mean() + ((bce * w).mean() if kind == "dice_ce" else 0)
+    torch.testing.assert_close(weighted(logits, classes), expected)
+    with pytest.raises(OrbitSegError, match="positive"):
+        SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background, class_weights=[1, 0, 1, 1, 1, 1, 1])
+
+
 def test_fold_split_is_deterministic_and_disjoint():
     ids = [f"c{i}" for i in range(10)]
     folds = fold_split(ids, 4, seed=3)
@@ -273,13 +301,19 @@ def test_all_folds_saved_as_an_ensemble(phantom_studies, tmp_path):
         _config(tmp_path, ensemble=True).resolved()
 
 
-def test_bad_training_settings(tmp_path):
+def test_bad_training_settings(tmp_path, capsys):
     with pytest.raises(OrbitSegError, match="fold 5"):
         _config(tmp_path, fold=5).resolved()
     with pytest.raises(OrbitSegError, match="unknown model"):
         _config(tmp_path, architecture="unet").resolved()
     with pytest.raises(OrbitSegError, match="study list not found"):
         studies_from_list(tmp_path / "missing.csv")
+    with pytest.raises(OrbitSegError, match="no structure named levator"):
+        _config(tmp_path, structure_weights={"levator": 2.0}).resolved()
+    with pytest.raises(OrbitSegError, match="must be positive"):
+        _config(tmp_path, structure_weights={"optic_nerve": -1.0}).resolved()
+    assert main(["train", "--phantom", "2", "--out", str(tmp_path / "x"), "--structure-weight", "superior_rectus"]) != 0
+    assert "--structure-weight takes STRUCTURE=WEIGHT" in capsys.readouterr().err
 
 
 def _train_command(tmp_path, cases: int, seed: int, *options: str) -> int:
@@ -300,12 +334,14 @@ def test_train_command_on_a_phantom_study_list(tmp_path):
 
 def test_training_without_validation_keeps_the_lowest_training_loss(tmp_path, capsys):
     code = _train_command(tmp_path, 2, 12, "--model", "sv-net", "--input-size", "48", "64", "16", "--folds", "1",
-                          "--epochs", "2", "--batch-size", "2", "--samples-per-epoch", "2", "--name", "all-data")
+                          "--epochs", "2", "--batch-size", "2", "--samples-per-epoch", "2", "--name", "all-data",
+                          "--structure-weight", "superior_rectus=2", "--structure-weight", "optic_nerve=1.5")
     assert code == 0
     rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
     losses = [float(r["train_loss"]) for r in rows]
     _, card = models.load_checkpoint(tmp_path / "run" / "all-data.pt")
     assert "val_dice" not in card.metrics and card.metrics["train_loss"] == pytest.approx(min(losses))
     assert card.metrics["epoch"] == 1 + losses.index(min(losses)) and "0 validation studies" in card.training_data
+    assert "loss paper optic_nerve ×1.5 superior_rectus ×2," in card.training_data
     assert f"no validation: the epoch with the lowest training loss, {min(losses):.4f}" in capsys.readouterr().out
 

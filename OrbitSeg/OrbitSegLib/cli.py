@@ -155,6 +155,18 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def _structure_weights(items: list[str]) -> dict[str, float]:
+    """``--structure-weight KEY=W`` options as ``{key: weight}`` (checked by :class:`TrainConfig`)."""
+    weights = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            raise OrbitSegError(f"--structure-weight takes STRUCTURE=WEIGHT, e.g. superior_rectus=2, got {item!r}") from None
+    return weights
+
+
 def cmd_train(args) -> int:
     from .inference import configure_threads
     from .training import TrainConfig, studies_from_folder, studies_from_list, studies_from_phantom, train
@@ -179,7 +191,7 @@ def cmd_train(args) -> int:
                          data_seed=args.data_seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
                          description=args.description or "", ensemble=args.ensemble,
-                         soft_targets=args.soft_targets)
+                         soft_targets=args.soft_targets, structure_weights=_structure_weights(args.structure_weight))
     progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
     try:
         result = train(config, studies, data_description=description, progress=progress)
@@ -317,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--soft-targets", action="store_true",
                        help="train on partial-volume targets: each structure's fraction around every model-grid "
                             "point (the reference resampled linearly) instead of the nearest reference label")
+    train.add_argument("--structure-weight", action="append", default=[], metavar="STRUCTURE=WEIGHT",
+                       help="weight a structure's terms of the loss (others 1), e.g. superior_rectus=2; repeatable")
     train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")
     train.add_argument("--no-augment", action="store_true", help="switch MONAI augmentation off")
     train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training patches")

@@ -62,7 +62,9 @@ class TrainConfig:
     partial-volume fractions of the reference on the model grid instead of its nearest labels.
     ``seed`` drives the initialisation and the patches; ``data_seed`` (default: ``seed``) the prepared
     data (VOI jitter, and so the cache) and the fold split, so a later run can reuse a cache and its
-    folds while drawing other patches.
+    folds while drawing other patches. ``structure_weights`` (structure key → weight > 0, others 1)
+    weight those structures' terms of the loss, e.g. ``{"superior_rectus": 2}`` for a structure the
+    model finds hard.
     """
 
     out_dir: str
@@ -93,6 +95,11 @@ class TrainConfig:
     description: str = ""
     ensemble: bool = False
     soft_targets: bool = False
+    structure_weights: dict[str, float] = field(default_factory=dict)
+
+    def class_weights(self) -> list[float]:
+        """Loss weights per model class, background (1) first, then the structures in label order."""
+        return [1.0] + [float(self.structure_weights.get(s.key, 1.0)) for s in structures.STRUCTURES]
 
     def resolved(self) -> "TrainConfig":
         """A copy with every default filled in and values checked."""
@@ -112,6 +119,12 @@ class TrainConfig:
         if c.ensemble and (c.folds < 2 or c.fold is not None):
             raise OrbitSegError("an ensemble of fold models needs all folds of a cross-validation "
                                 "(folds of at least 2, no single fold chosen)")
+        unknown = sorted(set(c.structure_weights) - {s.key for s in structures.STRUCTURES})
+        if unknown:
+            raise OrbitSegError(f"no structure named {', '.join(unknown)}; weight one of "
+                                f"{', '.join(s.key for s in structures.STRUCTURES)}")
+        if any(not float(w) > 0 for w in c.structure_weights.values()):
+            raise OrbitSegError(f"structure weights must be positive, got {c.structure_weights}")
         if c.lr_schedule not in ("constant", "cosine"):
             raise OrbitSegError(f"unknown learning-rate schedule {c.lr_schedule!r}; use constant or cosine")
         return c
@@ -203,7 +216,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     if start_epoch >= config.epochs:
         return best, best_metrics
     loss_fn = SegmentationLoss(config.loss, config.architecture, structures.NUM_CLASSES,
-                               has_background=model.head != "sigmoid_nobg")
+                               has_background=model.head != "sigmoid_nobg", class_weights=config.class_weights())
     scaler = torch.amp.GradScaler("cuda", enabled=device.is_cuda)
     writer = _tensorboard(out / "tensorboard" / f"fold{fold}")
     size_yx = (config.input_size[1], config.input_size[0])
@@ -341,8 +354,9 @@ def _describe(data_description: str, train_eyes, val_eyes, config: TrainConfig, 
     n_train = len({e.case_id for e in train_eyes})
     n_val = len({e.case_id for e in val_eyes})
     seeds = f"seed {config.seed}" + ("" if config.data_seed == config.seed else f" (data seed {config.data_seed})")
+    weights = "".join(f" {k} ×{w:g}" for k, w in sorted(config.structure_weights.items()))
     return (f"{data_description or 'user data'}; fold {fold} of {config.folds}: {n_train} training studies "
-            f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}, lr {config.lr:g} "
+            f"({len(train_eyes)} eyes), {n_val} validation studies; loss {config.loss}{weights}, lr {config.lr:g} "
             f"({config.lr_schedule}), {'partial-volume' if config.soft_targets else 'nearest-label'} targets, "
             f"batch {config.batch_size}, {config.epochs} epochs, augmentation {'on' if config.augment else 'off'}, "
             f"{seeds}{init_note}")

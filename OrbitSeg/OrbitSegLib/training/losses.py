@@ -3,12 +3,14 @@
 Each loss takes logits ``(B, C, *spatial)`` and targets: class indices ``(B, *spatial)``, or
 partial-volume fractions of the structures ``(B, C - 1, *spatial)`` in 0..1 (the background's being what
 the structures leave). For heads without a background channel (SEQ-UNET) the targets are the structure
-channels only.
+channels only. Optional channel weights (``(C,)``, background first) weight each channel's
+cross-entropy and Dice terms; they are normalised to mean 1, so equal weights give the plain loss.
 """
 from __future__ import annotations
 
 import torch
 from monai.losses import DiceLoss
+from torch.nn.functional import binary_cross_entropy_with_logits
 
 from ..errors import OrbitSegError
 from .augment import one_hot
@@ -20,7 +22,8 @@ class SegmentationLoss(torch.nn.Module):
     """``kind``: ``bce`` (sigmoid cross-entropy over one-hot channels), ``dice`` (soft Dice over
     the batch), ``dice_ce`` (their sum), or ``paper`` (bce for SV-Net, dice for SEQ-UNET)."""
 
-    def __init__(self, kind: str, architecture: str, num_classes: int, has_background: bool):
+    def __init__(self, kind: str, architecture: str, num_classes: int, has_background: bool,
+                 class_weights: list[float] | None = None):
         super().__init__()
         if kind not in LOSSES:
             raise OrbitSegError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
@@ -29,8 +32,12 @@ class SegmentationLoss(torch.nn.Module):
         self.kind = kind
         self.num_classes = num_classes
         self.has_background = has_background
-        self.dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4)
-        self.bce = torch.nn.BCEWithLogitsLoss()
+        self.dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-4, smooth_dr=1e-4, reduction="none")
+        weights = torch.ones(num_classes) if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        if weights.shape != (num_classes,) or not bool((weights > 0).all()):
+            raise OrbitSegError(f"class weights must be {num_classes} positive numbers, got {class_weights}")
+        weights = weights if has_background else weights[1:]
+        self.register_buffer("weights", weights / weights.mean())
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.dim() == logits.dim():
@@ -42,9 +49,11 @@ class SegmentationLoss(torch.nn.Module):
         if not self.has_background:
             target = target[:, 1:]
         logits = logits.float()
+        weights = self.weights.to(logits.device)
         loss = logits.new_zeros(())
         if self.kind in ("bce", "dice_ce"):
-            loss = loss + self.bce(logits, target)
+            per_channel = binary_cross_entropy_with_logits(logits, target, reduction="none").movedim(1, 0).flatten(1)
+            loss = loss + (per_channel.mean(dim=1) * weights).mean()
         if self.kind in ("dice", "dice_ce"):
-            loss = loss + self.dice(logits, target)
+            loss = loss + (self.dice(logits, target).flatten() * weights).mean()
         return loss
