@@ -254,6 +254,17 @@ def test_outputs_may_not_land_among_the_inputs(study_list, tiny_model, capsys):
     assert run_cli(study_list, study_list.parent, tiny_model) == 1
     assert "choose another output folder" in capsys.readouterr().err
     assert sorted(p.name for p in (study_list.parent / GOOD[0]).iterdir()) == before
+    # a study list where the batch tables go (volumes.csv) would be replaced by the results table
+    out = study_list.parent / "out-here"
+    out.mkdir(exist_ok=True)
+    listed = out / "volumes.csv"
+    listed.write_text(study_list.read_text(encoding="utf-8").replace(",phantom_5", ",../phantom_5"), encoding="utf-8")
+    text = listed.read_text(encoding="utf-8")
+    assert run_cli(listed, out, tiny_model) == 1
+    assert "the batch tables would replace" in capsys.readouterr().err
+    assert listed.read_text(encoding="utf-8") == text and sorted(p.name for p in out.iterdir()) == ["volumes.csv"]
+    assert run_cli(study_list, listed, tiny_model) == 1  # an existing file as the output folder
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_study_list_paths_sides_and_extra_columns(tmp_path):

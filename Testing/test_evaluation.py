@@ -104,3 +104,27 @@ def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     metrics = models.read_card(folder / "tiny.pt").metrics
     assert metrics["held_out_grid_shifts_2"] == {"data": str(studies), **shifted}
     assert metrics["held_out"] == {"data": str(studies), **numbers}
+
+
+def test_evaluate_never_records_without_references_or_with_failed_studies(tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    net = models.create("sv-net", widths=[4, 4, 8, 8, 8])
+    model = folder / "tiny.pt"
+    models.save_checkpoint(model, net, models.make_card(net, window=(48, 400), spacing=(1.0, 1.0, 2.0),
+                                                        input_size=(32, 32, 16), metrics={"held_out": {"studies": 9}}))
+    from OrbitSegLib.phantom import write_dataset
+    studies = write_dataset(tmp_path / "data", 1, seed=6, small=True)
+    rows = read_csv(studies)
+    plain = tmp_path / "data" / "no_reference.csv"
+    plain.write_text("id,image\n" + "".join(f"{r['id']},{r['image']}\n" for r in rows), encoding="utf-8")
+    common = ["--model", str(model), "--device", "cpu", "--progress", "none", "--record"]
+    assert main(["evaluate", "--studies", str(plain), "--out", str(tmp_path / "e1"), *common]) != 0
+    assert "has a reference segmentation" in capsys.readouterr().err
+    broken = tmp_path / "data" / "one_missing.csv"
+    broken.write_text(studies.read_text(encoding="utf-8") + "gone,gone/ct.nii.gz,gone/reference.seg.nrrd,,\n",
+                      encoding="utf-8")
+    assert main(["evaluate", "--studies", str(broken), "--out", str(tmp_path / "e2"), *common]) == 1
+    assert "Not recorded in the model card: 1 studies failed" in capsys.readouterr().err
+    assert models.read_card(model).metrics["held_out"] == {"studies": 9}
+    assert json.loads((tmp_path / "e2" / "headline.json").read_text(encoding="utf-8"))["studies"] == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import torch
 from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model
 from OrbitSegLib import models, structures
 from OrbitSegLib.cli import main
+from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, same_grid, write_image
 from OrbitSegLib.inference import InferenceOptions
 from OrbitSegLib.model_store import load_model
@@ -110,6 +112,47 @@ def test_run_segmentation_writes_outputs_with_reference(tmp_path):
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert VOI.from_dict(run["voi"]) == result.voi and run["model"] == "bright"
     assert set(run["timings_s"]) >= {"read", "voi", "resample", "model", "postprocess"}
+
+
+def test_outputs_never_replace_inputs_and_leave_no_stale_agreement(tmp_path):
+    image = blob_phantom(ROTATIONS["lps"])
+    case = tmp_path / "case"  # a phantom case folder: its labels.nii.gz is the reference
+    ct_path = write_image(image, case / "ct.nii.gz")
+    reference = write_image(segment_image(image, bright_model()).labelmap, case / "labels.nii.gz")
+    before = reference.read_bytes()
+    with pytest.raises(OrbitSegError, match="would replace the input .*labels.nii.gz"):
+        run_segmentation(ct_path, case, bright_model(), reference_path=reference)
+    assert reference.read_bytes() == before and sorted(p.name for p in case.iterdir()) == ["ct.nii.gz", "labels.nii.gz"]
+    with pytest.raises(OrbitSegError, match="is a file"):
+        run_segmentation(ct_path, reference, bright_model())
+    out = tmp_path / "out"
+    run_segmentation(ct_path, out, bright_model(), reference_path=reference)
+    assert (out / "agreement.csv").is_file()
+    run_segmentation(ct_path, out, bright_model())  # again without a reference: no agreement of the last run
+    assert not (out / "agreement.csv").exists()
+    assert "dice" not in open(out / "volumes.csv", encoding="utf-8").readline()
+
+
+def test_images_that_cannot_be_segmented_are_refused_or_flagged(caplog):
+    thin = sitk.Cast(blob_phantom()[:, :, :3], sitk.sitkInt16)
+    with pytest.raises(OrbitSegError, match="fewer than 4 voxels"):
+        segment_image(thin, bright_model())
+    raw = blob_phantom() + 1024.0  # stored without its rescale: no air
+    with caplog.at_level(logging.WARNING):
+        segment_image(raw, bright_model(), voi=segment_image(blob_phantom(), bright_model()).voi)
+    assert "no voxel is below -500 HU" in caplog.text
+
+
+def test_voi_from_a_run_json_reproduces_the_run(tmp_path, model_dir, capsys):
+    ct = write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)), tmp_path / "ct.nii.gz")
+    model = str(model_dir / "tiny-sv.pt")
+    assert main(["segment", str(ct), "--out", str(tmp_path / "a"), "--model", model, "--progress", "none",
+                 "--start", "3", "--end", "12"]) == 0
+    assert main(["segment", str(ct), "--out", str(tmp_path / "b"), "--model", model, "--progress", "none",
+                 "--voi", str(tmp_path / "a" / "run.json")]) == 0
+    first, second = (json.loads((tmp_path / d / "run.json").read_text(encoding="utf-8"))["voi"] for d in "ab")
+    assert second == first and first["start_slice"] == 3
+    capsys.readouterr()
 
 
 @pytest.fixture(scope="module")
@@ -214,16 +257,24 @@ def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
     (["segment", "{ct}", "--out", "{out}", "--start", "0", "--end", "999"], "outside the image"),
     (["segment", "{ct}", "--out", "{out}", "--model", "no-such-model"], "not found"),
     (["segment", "{ct}", "--out", "{out}", "--device", "cuda"], "CUDA"),
+    (["segment", "{ct}", "--out", "{out}", "--voi", "{missing}"], "cannot read the VOI file"),
+    (["segment", "{ct}", "--out", "{out}", "--voi", "{ct}"], "is not a VOI file"),
+    (["segment", "{ct}", "--out", "{out}", "--batch-size", "0"], "batch size must be at least 1"),
+    (["segment", "{ct}", "--out", "{out}", "--overlap", "1.5"], "overlap must be a fraction"),
+    (["segment", "{ct}", "--out", "{ct}"], "is a file"),
+    (["ensemble", "{model}", "{model}", "--out", "{dir}"], "is a folder"),
 ])
 def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message):
     ct = write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)), tmp_path / "ct.nii.gz")
-    fill = {"missing": str(tmp_path / "nope.nii.gz"), "out": str(tmp_path / "out"), "ct": str(ct)}
+    fill = {"missing": str(tmp_path / "nope.nii.gz"), "out": str(tmp_path / "out"), "ct": str(ct),
+            "model": str(model_dir / "tiny-sv.pt"), "dir": str(tmp_path)}
     argv = [a.format(**fill) for a in args]
-    if "--model" not in argv:
+    if "--model" not in argv and argv[0] == "segment":
         argv += ["--model", str(model_dir / "tiny-sv.pt")]
     if message == "CUDA" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv, "--progress", "none"],
+    argv += ["--progress", "none"] if argv[0] == "segment" else []
+    proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv],
                           capture_output=True, text=True, encoding="utf-8")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import OrbitSegError
@@ -81,7 +82,7 @@ def cmd_segment(args) -> int:
         case = sample_case()
         ct, reference = case["image"], reference or case["reference"]
         print(f"Bundled sample case: {ct}", file=sys.stderr)
-    voi = VOI.from_dict(json.loads(open(args.voi, encoding="utf-8").read())) if args.voi else None
+    voi = VOI.from_file(args.voi) if args.voi else None
     result = run_segmentation(ct, args.out, args.model, reference_path=reference, voi=voi, start_slice=args.start,
                               end_slice=args.end, side=args.side, device=args.device,
                               options=_inference_options(args), progress=_progress_printer(args.progress))
@@ -132,7 +133,10 @@ def cmd_evaluate(args) -> int:
     finally:
         progress.close()
     print(open(f"{args.out}/accuracy.md", encoding="utf-8").read())
-    if args.record:
+    if args.record and numbers["failed_studies"]:
+        print(f"Not recorded in the model card: {numbers['failed_studies']} studies failed (see "
+              f"{args.out}/results/errors.csv)", file=sys.stderr)
+    elif args.record:
         from .model_store import resolve_model
         from .models import record_metrics
 
@@ -217,6 +221,8 @@ def cmd_ensemble(args) -> int:
     from .model_store import resolve_model
     from .models.checkpoint import save_ensemble, save_weight_average
 
+    if Path(args.out).is_dir():
+        raise OrbitSegError(f"--out {args.out} is a folder; give the new model's file name, e.g. {args.out}/my-model.pt")
     sources = [resolve_model(m) for m in args.models]
     average = args.average_weights
     card = (save_weight_average if average else save_ensemble)(args.out, sources, description=args.description or "")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import structures
+from .errors import OrbitSegError
 from .imageio import atomic_path
 from .metrics import OVERLAP_METRICS
 from .tables import agreement_rows, read_csv, write_csv
@@ -86,9 +87,15 @@ def headline(rows: Sequence[dict]) -> dict[str, float]:
         "muscle_dice": mean_of("dice", MUSCLES),
         "optic_nerve_dice": mean_of("dice", ("optic_nerve",)),
         "globe_dice": mean_of("dice", ("globe",)),
-        "min_pearson_r": float(np.nanmin([a["pearson_r"] for a in agreement])) if agreement else math.nan,
-        "max_mae": float(np.nanmax([a["mae"] for a in agreement])) if agreement else math.nan,
+        "min_pearson_r": _extreme(min, [a["pearson_r"] for a in agreement]),
+        "max_mae": _extreme(max, [a["mae"] for a in agreement]),
     }
+
+
+def _extreme(pick, values) -> float:
+    """``pick`` (min or max) of the finite values, NaN when there are none (e.g. R of fewer than 3 studies)."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return pick(finite) if finite else math.nan
 
 
 def _f(value: float, digits: int = 3) -> str:
@@ -200,12 +207,16 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     phantom cases ``out_dir/exact_volumes.csv`` (:func:`exact_volume_agreement`); returns the headline
     numbers.
     """
-    from .batch import run_batch
+    from .batch import read_studies, run_batch
     from .phantom import exact_volumes
 
+    if not any(s.reference for s in read_studies(studies)):
+        raise OrbitSegError(f"no study in {studies} has a reference segmentation: give a 'reference' column")
     out = Path(out_dir)
     summary = run_batch(studies, out / "results", config, progress=progress)
     rows = [r for r in read_csv(summary.paths["volumes"]) if r.get("reference_volume_cm3", "") != ""]
+    if not rows:
+        raise OrbitSegError(f"no study with a reference was segmented; see {summary.paths['errors']}")
     numbers = headline(rows)
     numbers["studies"] = len({r["id"] for r in rows})
     numbers["failed_studies"] = summary.counts.failed
@@ -218,5 +229,6 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     with atomic_path(out / "accuracy.md") as tmp:
         tmp.write_text(report, encoding="utf-8")
     with atomic_path(out / "headline.json") as tmp:
-        tmp.write_text(json.dumps(numbers, indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v
+                                   for k, v in numbers.items()}, indent=2), encoding="utf-8")
     return numbers

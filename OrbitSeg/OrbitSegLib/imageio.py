@@ -21,6 +21,8 @@ from .errors import OrbitSegError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+AIR_CHECK_HU = -500
+"""A CT in HU whose lowest value is above this has no air: probably stored without its rescale."""
 
 
 def _suffix(path: Path) -> str:
@@ -79,6 +81,20 @@ def check_ct(image: sitk.Image, source: str | os.PathLike = "image") -> None:
         if not np.isfinite(array).all():
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
             raise OrbitSegError(f"{source}: {bad} voxels are NaN or infinite")
+
+
+def check_segmentable(image: sitk.Image, source: str = "the CT") -> None:
+    """Beyond :func:`check_ct`, what segmenting needs: at least 4 voxels along every axis (else
+    :class:`OrbitSegError`), and values in Hounsfield units: a warning when no voxel is air-like
+    (below :data:`AIR_CHECK_HU`), as for a CT stored without its rescale."""
+    if min(image.GetSize()) < 4:
+        raise OrbitSegError(f"{source}: size {image.GetSize()} has fewer than 4 voxels along an axis; OrbitSeg needs "
+                            "a CT volume covering both orbits")
+    lowest = float(sitk.GetArrayViewFromImage(image).min())
+    if lowest > AIR_CHECK_HU:
+        log.warning("%s: no voxel is below %d HU (lowest %g), but a CT in Hounsfield units has air at about -1000. "
+                    "If its values are stored without their rescale (e.g. 0..4095), convert them to HU first, or "
+                    "the results will be wrong", source, AIR_CHECK_HU, lowest)
 
 
 @contextmanager

@@ -98,6 +98,14 @@ class InferenceOptions:
 
     def __post_init__(self):
         grid_offsets(self.grid_shifts)  # an unsupported count is an error here, before any study is run
+        if self.window is not None and self.window < 1:
+            raise OrbitSegError(f"the window must be at least 1 slice, got {self.window}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise OrbitSegError(f"the window overlap must be a fraction in [0, 1), got {self.overlap}")
+        if self.step is not None and self.step < 1:
+            raise OrbitSegError(f"the window step must be at least 1 slice, got {self.step}")
+        if self.batch_size < 1:
+            raise OrbitSegError(f"the batch size must be at least 1, got {self.batch_size}")
 
 
 class Predictor:

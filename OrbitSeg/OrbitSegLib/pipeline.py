@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import __version__, structures
-from .errors import CancelledError
-from .imageio import atomic_path, image_like, read_image
+from .errors import CancelledError, OrbitSegError
+from .imageio import atomic_path, check_segmentable, image_like, read_image
 from .inference import InferenceOptions
 from .metrics import compare_labelmaps, volumes_cm3
 from .model_store import DEFAULT_MODEL, LoadedModel, load_model
@@ -100,6 +100,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     With ``reference`` (a labelmap on the same grid) the rows carry overlap metrics. ``cancel`` is
     polled between steps and raises :class:`CancelledError`.
     """
+    check_segmentable(image)
     stages = _Stages(progress, cancel)
     sides = structures.sides_for(side)
     if not isinstance(model, LoadedModel):
@@ -140,6 +141,9 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
             del native
             labels = np.where(classes > 0, classes + np.uint8(structures.SIDE_OFFSET[eye]), 0).astype(np.uint8)
             paste(full, labels, lo)
+    if not full.any():
+        log.warning("no structure was found in the %s: check that the image is an orbital CT in Hounsfield units "
+                    "and that the slices cover the orbits", " and ".join(f"{s} eye" for s in sides))
     with stages.stage("measure", 0.95, "Measuring volumes"):
         labelmap = image_like(full, image)
         comparison = compare_labelmaps(labelmap, reference, sides) if reference is not None else None
@@ -150,8 +154,29 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
                               model.predictor.options, stages.timings)
 
 
+OUTPUT_NAMES = ("segmentation.seg.nrrd", "labels.nii.gz", "volumes.csv", "agreement.csv", "run.json")
+"""The files :func:`write_outputs` writes into an output folder (``agreement.csv`` only with a reference)."""
+
+
+def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Raise :class:`OrbitSegError` (before any work) when ``out_dir`` is an existing file, or when the
+    outputs written into it would replace one of ``inputs`` (e.g. ``--out`` on a phantom case folder,
+    whose ``labels.nii.gz`` is the reference)."""
+    out = Path(out_dir)
+    if not str(out_dir).strip():
+        raise OrbitSegError("the output folder is empty; give a folder name")
+    if out.exists() and not out.is_dir():
+        raise OrbitSegError(f"the output folder {out} is a file; give a folder")
+    targets = {(out / name).resolve() for name in OUTPUT_NAMES}
+    clashes = [str(p) for p in inputs if p is not None and Path(p).resolve() in targets]
+    if clashes:
+        raise OrbitSegError(f"writing the outputs into {out} would replace the input {', '.join(clashes)}; "
+                            "choose another output folder")
+
+
 def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source: str = "") -> dict[str, Path]:
-    """Write a result's files into ``out_dir`` (each atomically); returns name → path."""
+    """Write a result's files into ``out_dir`` (each atomically); returns name → path. An
+    ``agreement.csv`` left by an earlier run with a reference is removed when this one has none."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -162,6 +187,8 @@ def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source
     paths["volumes"] = write_csv(result.rows, out / "volumes.csv", columns)
     if result.has_reference:
         paths["agreement"] = write_csv(agreement_rows(result.rows), out / "agreement.csv", AGREEMENT_COLUMNS)
+    else:
+        (out / "agreement.csv").unlink(missing_ok=True)
     run = {"orbitseg_version": __version__, "source": source, "model": result.model_name,
            "model_card": result.model_card, "device": result.device_note,
            "inference_options": asdict(result.options), "sides": list(result.sides),
@@ -179,7 +206,9 @@ def run_segmentation(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
                      device: str = "auto", options: InferenceOptions = InferenceOptions(),
                      progress: ProgressFn | None = None,
                      cancel: Callable[[], bool] | None = None) -> SegmentationResult:
-    """Read a CT (and optional reference), segment it, and write the outputs into ``out_dir``."""
+    """Read a CT (and optional reference), segment it, and write the outputs into ``out_dir``
+    (checked first: :func:`check_output_folder`)."""
+    check_output_folder(out_dir, (ct_path, reference_path))
     start = time.perf_counter()
     if progress is not None:
         progress(0.0, "Reading the CT")

@@ -10,8 +10,11 @@ Index conventions: slices are 0-based and inclusive along the image's axial inde
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -71,6 +74,19 @@ class VOI:
         """Inverse of :meth:`to_dict`."""
         boxes = {s: (tuple(int(v) for v in lo), tuple(int(v) for v in hi)) for s, (lo, hi) in data["boxes"].items()}
         return cls(int(data["start_slice"]), int(data["end_slice"]), boxes, int(data.get("axial_axis", 2)))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "VOI":
+        """A VOI from a JSON file: :meth:`to_dict`'s form, or a ``run.json`` holding it under ``"voi"``.
+        Raises :class:`OrbitSegError` for a missing, unreadable or malformed file."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(data.get("voi", data) if isinstance(data, dict) else data)
+        except OSError as error:
+            raise OrbitSegError(f"cannot read the VOI file {path}: {error.strerror or error}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise OrbitSegError(f"{path} is not a VOI file (JSON with start_slice, end_slice and boxes "
+                                f"{{side: [[i, j, k], [i, j, k]]}}, or a run.json): {error!r}") from None
 
 
 def validate_voi(image: sitk.Image, voi: VOI, sides: tuple[str, ...]) -> VOI:

@@ -38,11 +38,11 @@ from ..inference import DeviceChoice, InferenceOptions, configure_threads, selec
 from ..metrics import require_same_grid
 from ..model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
 from ..models.checkpoint import read_card
-from ..pipeline import segment_image, write_outputs
+from ..pipeline import check_output_folder, segment_image, write_outputs
 from ..segio import read_reference
 from . import summary
 from .overlay import write_overlay
-from .studies import Study, fingerprint_hash, read_studies
+from .studies import BATCH_OUTPUTS, Study, fingerprint_hash, read_studies
 
 log = logging.getLogger(__name__)
 
@@ -446,9 +446,16 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_outputs_spare_inputs(out: Path, studies: list[Study]) -> None:
-    """Refuse an output folder where a study's outputs would land among input files (``--out`` on the
-    folder of a phantom data set, whose case folders are named like the studies)."""
+def _check_outputs_spare_inputs(out: Path, studies_path: Path, studies: list[Study]) -> None:
+    """Refuse an output folder that is a file, whose batch tables would replace the study list or an
+    input, or where a study's outputs would land among input files (``--out`` on the folder of a
+    phantom data set, whose case folders are named like the studies)."""
+    check_output_folder(out)
+    tables = {(out / name).resolve() for name in BATCH_OUTPUTS}
+    inputs = [studies_path] + [p for s in studies for p in (s.image, s.reference) if p is not None]
+    replaced = sorted({str(p) for p in inputs if p.resolve() in tables})
+    if replaced:
+        raise OrbitSegError(f"{out}: choose another output folder: the batch tables would replace {', '.join(replaced)}")
     folders = {(out / s.id).resolve(): s.id for s in studies}
     clashes = []
     for study in studies:
@@ -480,7 +487,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     device = select_device(config.device)
     config = replace(config, model=str(model_path.resolve()))
     out = Path(out_dir)
-    _check_outputs_spare_inputs(out, studies)
+    _check_outputs_spare_inputs(out, Path(studies_path), studies)
     out.mkdir(parents=True, exist_ok=True)
     batch_log = BatchLog(out / LOG_NAME)
     setup = {"model_sha256": _file_sha256(model_path), "options": asdict(config.options)}
