@@ -369,6 +369,12 @@ def test_reference_segmentation_node_gives_the_agreement_table(mrml):
     rows_again, _ = mrml.logic.compare_nodes(result_node, reference, ct, agreement)
     assert [r["dice"] for r in rows_again if r["structure"] == "globe"] == \
         pytest.approx([right_row["dice"], left_row["dice"]])
+    # a reference without a segment for the left optic nerve: no reference values, not a volume of 0
+    seg.RemoveSegment(segments.segment_id("left", "optic_nerve"))
+    rows_partial, _ = mrml.logic.compare_nodes(result_node, reference, ct, agreement)
+    for row in rows_partial:
+        missing = (row["side"], row["structure"]) == ("left", "optic_nerve")
+        assert np.isnan(row["reference_volume_cm3"]) == missing and (np.isnan(row["sensitivity"]) or not missing)
     unrelated = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "other")
     unrelated.GetSegmentation().AddEmptySegment("x", "Tumor", [1.0, 0.0, 0.0])
     with pytest.raises(OrbitSegError, match="names an OrbitSeg structure"):

@@ -97,7 +97,8 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     override its axial range. ``model`` is a loaded model or a name/path (loaded on ``device`` with
     ``options``; a loaded model keeps the options it was loaded with). With ``options.grid_shifts`` > 1
     each eye is segmented on that many shifted model grids and the scores averaged on the CT grid.
-    With ``reference`` (a labelmap on the same grid) the rows carry overlap metrics. ``cancel`` is
+    With ``reference`` (a labelmap on the CT's grid or a crop of it, placed by
+    :func:`metrics.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
     polled between steps and raises :class:`CancelledError`.
     """
     check_segmentable(image)
@@ -213,7 +214,7 @@ def run_segmentation(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
     if progress is not None:
         progress(0.0, "Reading the CT")
     image = read_image(ct_path)
-    reference = read_reference(reference_path) if reference_path else None
+    reference = read_reference(reference_path, image) if reference_path else None
     read_time = time.perf_counter() - start
     result = segment_image(image, model, voi=voi, start_slice=start_slice, end_slice=end_slice, side=side,
                            reference=reference, device=device, options=options, progress=progress, cancel=cancel)

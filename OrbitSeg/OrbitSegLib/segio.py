@@ -1,7 +1,8 @@
 """Segmentation files: Slicer ``.seg.nrrd`` (via slicerio) and labelmaps, on the CT's exact grid.
 
 In memory a segmentation is a labelmap :class:`SimpleITK.Image` (uint8) with OrbitSeg label values
-(see :mod:`structures`): 0 background, 1..6 right, 7..12 left.
+(see :mod:`structures`): 0 background, 1..6 right, 7..12 left. A reference read by :func:`read_reference`
+also records which structures it annotates (:func:`metrics.annotated_structures`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import slicerio
 
 from . import structures
 from .errors import OrbitSegError
-from .imageio import atomic_path, check_ct, ijk_to_lps, read_image, write_image
+from .imageio import atomic_path, ijk_to_lps, read_image, write_image
+from .metrics import mark_annotated, reference_on_grid
 
 
 def segment_records(labels_present: set[int] | None = None) -> list[dict]:
@@ -75,18 +77,34 @@ def _is_seg_nrrd(path: Path) -> bool:
     return b"Segment0_" in header
 
 
-def read_reference(path: str | os.PathLike) -> sitk.Image:
-    """Read a reference segmentation as an OrbitSeg labelmap image.
+def read_reference(path: str | os.PathLike, grid: sitk.Image | None = None) -> sitk.Image:
+    """Read a reference segmentation as an OrbitSeg labelmap image (uint8, ``[k, j, i]`` as any image).
 
     ``.seg.nrrd`` segments are matched by name (e.g. "Right superior rectus", "OD SR") or by
     terminology (type and laterality); a plain labelmap must use OrbitSeg label values. Segments
     that name no OrbitSeg structure are ignored; none matching at all is an error.
+
+    The image records the structures the file annotates (:func:`metrics.annotated_structures`): for a
+    ``.seg.nrrd`` those with a segment (even an empty one), for a labelmap those whose label value occurs.
+    Without ``grid`` the image has the file's geometry. With ``grid`` (the CT) it lies on the CT's exact
+    grid: a reference on the CT's voxel lattice with a smaller or shifted extent, as 3D Slicer saves a
+    segmentation cropped to its segments, is placed into it with zeros elsewhere
+    (:func:`metrics.reference_on_grid`); a reference on another lattice, or with labelled voxels outside
+    the CT, is an :class:`OrbitSegError`.
     """
     path = Path(path)
     if not path.exists():
         raise OrbitSegError(f"{path}: reference segmentation not found")
-    if path.is_file() and _is_seg_nrrd(path):
-        return _read_seg_nrrd(path)
+    labelmap = _read_seg_nrrd(path) if path.is_file() and _is_seg_nrrd(path) else _read_labelmap(path)
+    if grid is None:
+        return labelmap
+    try:
+        return reference_on_grid(grid, labelmap)
+    except OrbitSegError as exc:
+        raise OrbitSegError(f"{path}: {exc}") from None
+
+
+def _read_labelmap(path: Path) -> sitk.Image:
     image = read_image(path)
     array = sitk.GetArrayViewFromImage(image)
     values = set(np.unique(array).tolist()) - {0}
@@ -97,6 +115,7 @@ def read_reference(path: str | os.PathLike) -> sitk.Image:
         raise OrbitSegError(f"{path}: reference labelmap holds label values {sorted(values - valid)[:8]} "
                             f"that are not OrbitSeg labels (1..{len(valid)}: right 1-6, left 7-12)")
     labelmap = sitk.Cast(image, sitk.sitkUInt8)
+    mark_annotated(labelmap, {(side, key) for value, side, key in structures.label_table() if value in values})
     return labelmap
 
 
@@ -120,15 +139,15 @@ def _read_seg_nrrd(path: Path) -> sitk.Image:
     voxels = segmentation["voxels"]
     spatial = voxels.shape[-3:]
     labels = np.zeros(spatial, dtype=np.uint8)
-    matched = 0
+    matched = set()
     for segment in segmentation["segments"]:
         side_key = _segment_side_key(segment)
         if side_key is None:
             continue
         mask = slicerio.segment_mask(segmentation, segment)
         labels[mask] = structures.label_value(*side_key)
-        matched += 1
-    if matched == 0:
+        matched.add(side_key)
+    if not matched:
         names = ", ".join(s.get("name", "?") for s in segmentation["segments"])[:300]
         raise OrbitSegError(f"{path}: no segment matches an OrbitSeg structure by name or terminology (segments: {names})")
     matrix = np.asarray(segmentation["ijkToLPS"], dtype=float)
@@ -137,5 +156,5 @@ def _read_seg_nrrd(path: Path) -> sitk.Image:
     image.SetSpacing(spacing.tolist())
     image.SetDirection((matrix[:3, :3] / spacing).flatten().tolist())
     image.SetOrigin(matrix[:3, 3].tolist())
-    check_ct(image, path)
+    mark_annotated(image, matched)
     return image

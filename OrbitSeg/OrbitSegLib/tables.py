@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import structures
 from .imageio import atomic_path
-from .metrics import OVERLAP_METRICS, agreement
+from .metrics import REFERENCE_METRICS, agreement
 
 VOLUME_COLUMNS = ("side", "structure", "segment", "label_value", "volume_cm3")
-REFERENCE_COLUMNS = ("reference_volume_cm3", "difference_cm3", "relative_error_pct") + OVERLAP_METRICS
+REFERENCE_COLUMNS = REFERENCE_METRICS
 AGREEMENT_COLUMNS = ("structure", "side", "n", "mae", "rmse", "pearson_r", "pearson_p", "relative_error_mean_pct",
                      "relative_error_min_pct", "relative_error_max_pct", "bland_altman_bias", "bland_altman_lower",
                      "bland_altman_upper")
@@ -20,7 +20,11 @@ AGREEMENT_COLUMNS = ("structure", "side", "n", "mae", "rmse", "pearson_r", "pear
 
 def volume_rows(volumes: dict[tuple[str, str], float], sides: Sequence[str],
                 comparison: list[dict] | None = None) -> list[dict]:
-    """One row per side and structure: names, label value, volume (cm³), and reference metrics if given."""
+    """One row per side and structure: names, label value, volume (cm³), and reference metrics if given.
+
+    ``comparison`` holds :func:`metrics.compare_labelmaps` rows; their reference metrics are NaN for a
+    structure the reference does not annotate (an empty cell in :func:`write_csv`).
+    """
     by_key = {(r["side"], r["structure"]): r for r in comparison or []}
     rows = []
     for value, side, key in structures.label_table():
@@ -85,9 +89,9 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(handle, delimiter=delimiter))
 
 
-def _overlap(value) -> str:
-    """An overlap score with three decimals, or '-' where it is undefined."""
-    return f"{value:.3f}" if _finite(value) else "-"
+def _cell(value, spec: str = ".3f") -> str:
+    """A number in format ``spec``, or '-' where it is undefined or missing (a structure the reference lacks)."""
+    return format(value, spec) if _finite(value) else "-"
 
 
 def format_volume_table(rows: Sequence[dict]) -> str:
@@ -100,7 +104,7 @@ def format_volume_table(rows: Sequence[dict]) -> str:
     for r in rows:
         line = f"{r['segment']:<26}{r['volume_cm3']:>11.3f}"
         if has_ref:
-            line += (f"{r['reference_volume_cm3']:>10.3f}{r['difference_cm3']:>+10.3f}"
-                     f"{_overlap(r['iou']):>7}{_overlap(r['dice']):>7}")
+            line += (f"{_cell(r['reference_volume_cm3']):>10}{_cell(r['difference_cm3'], '+.3f'):>10}"
+                     f"{_cell(r['iou']):>7}{_cell(r['dice']):>7}")
         lines.append(line)
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import vtk
 
 from OrbitSegLib import structures
 from OrbitSegLib.errors import OrbitSegError
+from OrbitSegLib.metrics import mark_annotated
 
 from .geometry import ijk_to_ras, node_name, same_grid, set_image_geometry
 
@@ -131,7 +132,8 @@ def match_segments(segmentation_node) -> tuple[list[tuple[str, str, str]], list[
 
 
 def segmentation_node_to_labelmap(segmentation_node, volume_node) -> tuple[sitk.Image, list[str]]:
-    """An OrbitSeg labelmap (uint8) of a segmentation node's matched segments on ``volume_node``'s grid.
+    """An OrbitSeg labelmap (uint8) of a segmentation node's matched segments on ``volume_node``'s grid,
+    recording which structures it annotates (:func:`metrics.mark_annotated`).
 
     Returns ``(labelmap, ignored segment names)``. The segmentation may have any geometry and
     transform; Slicer resamples it onto the volume's grid. :class:`OrbitSegError` when no segment
@@ -167,6 +169,7 @@ def segmentation_node_to_labelmap(segmentation_node, volume_node) -> tuple[sitk.
                 scene.RemoveNode(node)
     if not same_grid(image, volume_node):
         raise OrbitSegError(f"{node_name(segmentation_node)} could not be put on the grid of {node_name(volume_node)}")
+    mark_annotated(image, {(side, key) for _, side, key in matched})  # a structure without a segment is not a 0
     return image, ignored
 
 

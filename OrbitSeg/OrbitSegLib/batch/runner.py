@@ -35,7 +35,6 @@ from .. import __version__
 from ..errors import OrbitSegError
 from ..imageio import atomic_path, read_image
 from ..inference import DeviceChoice, InferenceOptions, configure_threads, select_device
-from ..metrics import require_same_grid
 from ..model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
 from ..models.checkpoint import read_card
 from ..pipeline import check_output_folder, segment_image, write_outputs
@@ -164,8 +163,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model:
         stage.name = "read reference"
         reference = None
         if study.reference is not None:
-            reference = read_reference(study.reference)
-            require_same_grid(image, reference)
+            reference = read_reference(study.reference, image)
         result = segment_image(image, model, start_slice=study.start_slice, end_slice=study.end_slice,
                                side=study.side, reference=reference, progress=stage.follow)
         stage.name = "overlay"

@@ -80,6 +80,12 @@ class Study:
     source_key: str
 
 
+def _read_pair(image_path: Path, reference_path: Path) -> tuple[sitk.Image, sitk.Image]:
+    """A CT and its reference placed on the CT's grid (a reference cropped as Slicer saves it is padded)."""
+    ct = read_image(image_path)
+    return ct, read_reference(reference_path, ct)
+
+
 def studies_from_list(path: str | os.PathLike) -> list[Study]:
     """Studies of a CSV/TSV study list with ``id, image, reference`` columns (paths relative to the list)."""
     path = Path(path)
@@ -96,7 +102,7 @@ def studies_from_list(path: str | os.PathLike) -> list[Study]:
             if not p.exists():
                 raise OrbitSegError(f"{path}: study {row['id']}: {p} not found")
         stamp = f"{image.resolve()}:{image.stat().st_mtime_ns}:{reference.resolve()}:{reference.stat().st_mtime_ns}"
-        studies.append(Study(row["id"], lambda i=image, r=reference: (read_image(i), read_reference(r)), stamp))
+        studies.append(Study(row["id"], lambda i=image, r=reference: _read_pair(i, r), stamp))
     return studies
 
 
@@ -109,7 +115,7 @@ def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
         refs = sorted(case.glob("reference.seg.nrrd")) or sorted(case.glob("labels.*"))
         if cts and refs:
             stamp = f"{cts[0].resolve()}:{cts[0].stat().st_mtime_ns}:{refs[0].resolve()}:{refs[0].stat().st_mtime_ns}"
-            studies.append(Study(case.name, lambda c=cts[0], r=refs[0]: (read_image(c), read_reference(r)), stamp))
+            studies.append(Study(case.name, lambda c=cts[0], r=refs[0]: _read_pair(c, r), stamp))
     if not studies:
         raise OrbitSegError(f"{folder}: no case folders with ct.* and reference.seg.nrrd (or labels.*)")
     return studies
