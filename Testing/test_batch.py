@@ -316,7 +316,7 @@ def test_slicer_script_and_ctrl_c_keep_finished_studies(tmp_path, study_list, ti
 
     row = next(r for r in read_rows(study_list) if r["id"] == GOOD[0])
     many = tmp_path / "many.csv"
-    ids = [f"s{i:02d}" for i in range(8)]
+    ids = [f"s{i:02d}" for i in range(16)]  # enough that some are still running when the first is done
     many.write_text("id,image\n" + "".join(f"{i},{study_list.parent / row['image']}\n" for i in ids), encoding="utf-8")
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "OrbitSeg" / "OrbitSegScripts" / "batch.py"), "--", str(many), "--out", str(out),

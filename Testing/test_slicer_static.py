@@ -201,7 +201,8 @@ def test_extension_cmake_declares_the_extension_and_both_modules():
     homepage = re.search(r'set\(EXTENSION_HOMEPAGE "https://github.com/([^"]+)"\)', text).group(1)
     links = re.findall(rf"https://raw.githubusercontent.com/{homepage}/main/(\S+?)[\s\"]", text)
     assert len(links) == 3 and all((REPO / link).is_file() for link in links), links
-    help_links = re.findall(r'href="https://github.com/([^/"#]+/[^/"#]+)', (REPO / "OrbitSeg" / "OrbitSeg.py").read_text())
+    module_text = (REPO / "OrbitSeg" / "OrbitSeg.py").read_text(encoding="utf-8")
+    help_links = re.findall(r'href="https://github.com/([^/"#]+/[^/"#]+)', module_text)
     assert help_links and set(help_links) == {homepage}
 
 
