@@ -219,20 +219,22 @@ def test_study_list_problems_are_reported_together_before_any_work(tmp_path, tin
                    "b/2,c.nii.gz,x,,3\n"
                    "c3,d.nii.gz,4.5,up,4\n"
                    "d4,,,,5\n"
-                   "e5,e.nii.gz,,,6,surplus\n", encoding="utf-8")
+                   "e5,e.nii.gz,,,6,surplus\n"
+                   "C3,f.nii.gz,y,,7\n", encoding="utf-8")
     with pytest.raises(StudyListError) as info:
         read_studies(bad)
     problems = info.value.problems
     expected = ["row 2: duplicate id 'A1' (also row 1", "row 3 (id b/2): id 'b/2' must", "row 3 (id b/2): start_slice 'x'",
                 "row 4 (id c3): start_slice '4.5' is not an integer", "row 4 (id c3): side 'up'",
-                "row 5 (id d4): empty image path", "row 6: 1 more value(s)"]
+                "row 5 (id d4): empty image path", "row 6: 1 more value(s)",
+                "row 7: duplicate id 'C3' (also row 4", "row 7 (id C3): start_slice 'y'"]
     assert len(problems) == len(expected)
     for want in expected:
         assert any(p.startswith(want) for p in problems), (want, problems)
     out = tmp_path / "out"
     assert main(["batch", str(bad), "--out", str(out), "--model", str(tiny_model), "--progress", "none"]) == 1
     err = capsys.readouterr().err
-    assert "7 problems in the study list, nothing was run" in err and not out.exists()
+    assert "9 problems in the study list, nothing was run" in err and not out.exists()
 
     reserved = tmp_path / "reserved.csv"
     reserved.write_text("id,image\nerrors.csv,a.nii.gz\n", encoding="utf-8")
@@ -265,6 +267,8 @@ def test_outputs_may_not_land_among_the_inputs(study_list, tiny_model, capsys):
     assert listed.read_text(encoding="utf-8") == text and sorted(p.name for p in out.iterdir()) == ["volumes.csv"]
     assert run_cli(study_list, listed, tiny_model) == 1  # an existing file as the output folder
     assert "is a file" in capsys.readouterr().err
+    assert main(["batch", str(study_list), "--out", "", "--model", str(tiny_model), "--progress", "none"]) == 1
+    assert "the output folder is empty" in capsys.readouterr().err
 
 
 def test_study_list_paths_sides_and_extra_columns(tmp_path):

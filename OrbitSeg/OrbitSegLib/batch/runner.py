@@ -445,10 +445,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def _check_outputs_spare_inputs(out: Path, studies_path: Path, studies: list[Study]) -> None:
-    """Refuse an output folder that is a file, whose batch tables would replace the study list or an
-    input, or where a study's outputs would land among input files (``--out`` on the folder of a
-    phantom data set, whose case folders are named like the studies)."""
-    check_output_folder(out)
+    """Refuse an output folder whose batch tables would replace the study list or an input, or where a
+    study's outputs would land among input files (``--out`` on the folder of a phantom data set, whose
+    case folders are named like the studies)."""
     tables = {(out / name).resolve() for name in BATCH_OUTPUTS}
     inputs = [studies_path] + [p for s in studies for p in (s.image, s.reference) if p is not None]
     replaced = sorted({str(p) for p in inputs if p.resolve() in tables})
@@ -484,6 +483,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     card = read_card(model_path)
     device = select_device(config.device)
     config = replace(config, model=str(model_path.resolve()))
+    check_output_folder(out_dir)
     out = Path(out_dir)
     _check_outputs_spare_inputs(out, Path(studies_path), studies)
     out.mkdir(parents=True, exist_ok=True)

@@ -85,19 +85,19 @@ def read_studies(path: str | os.PathLike) -> list[Study]:
     if not rows:
         raise StudyListError(path, ["the list has a header but no studies"])
     columns = {name: name.strip().lower() for name in header if name is not None}
+    id_column = next(name for name, low in columns.items() if low == "id")
     studies, seen = [], {}
     for number, raw in enumerate(rows, start=1):
         study, row_problems = _parse_row(raw, columns, number, path.parent)
         problems += row_problems
-        if study is None:
-            continue
-        key = study.id.lower()
-        if key in seen:
-            problems.append(f"row {number}: duplicate id {study.id!r} (also row {seen[key]}; ids are folder "
-                            "names and must differ, ignoring case)")
-        else:
-            seen[key] = number
-        studies.append(study)
+        study_id = (raw.get(id_column) or "").strip()  # also for a row with other problems
+        if study_id.lower() in seen:
+            problems.append(f"row {number}: duplicate id {study_id!r} (also row {seen[study_id.lower()]}; ids are "
+                            "folder names and must differ, ignoring case)")
+        elif study_id:
+            seen[study_id.lower()] = number
+        if study is not None:
+            studies.append(study)
     if problems:
         raise StudyListError(path, problems)
     return studies
