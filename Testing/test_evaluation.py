@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from OrbitSegLib import evaluation, models, structures
+from OrbitSegLib.batch import read_studies
 from OrbitSegLib.cli import main
 from OrbitSegLib.phantom import exact_volumes
 from OrbitSegLib.tables import read_csv
@@ -96,7 +97,7 @@ def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     assert "Against the phantom's exact volumes" in (tmp_path / "eval" / "accuracy.md").read_text(encoding="utf-8")
     # a study without a phantom info.json beside its image (real CT) has no exact volumes
     (tmp_path / "data" / infos[0]["id"] / "info.json").unlink()
-    assert exact_volumes(studies) == {infos[1]["id"]: infos[1]["true_volumes_cm3"]}
+    assert exact_volumes(read_studies(studies)) == {infos[1]["id"]: infos[1]["true_volumes_cm3"]}
     # test-time grid shifts are recorded apart, leaving the plain numbers as they were
     assert main(["evaluate", "--studies", str(studies), "--model", str(folder / "tiny.pt"), "--out",
                  str(tmp_path / "eval2"), "--device", "cpu", "--progress", "none", "--record", "--grid-shifts", "2"]) == 0

@@ -143,21 +143,15 @@ def exact_volume_agreement(rows: Sequence[dict], exact: dict[str, dict[str, dict
     labelmap counts whole voxels, so it measures a structure only as well as its voxels resolve it.
     """
     chosen = [r for r in rows if r.get("id") in exact and _values([r], "reference_volume_cm3").size]
-    out = []
+    table: dict[str, dict] = {}  # structure key -> row, in agreement_rows' structure order
     for who, column in (("model", "volume_cm3"), ("reference", "reference_volume_cm3")):
         against = [{"structure": r["structure"], "side": r["side"], "volume_cm3": r[column],
                     "reference_volume_cm3": exact[r["id"]][r["side"]][r["structure"]]} for r in chosen]
         for a in agreement_rows(against):
             if a["side"] == "both":
-                out.append({"structure": a["structure"], "who": who, "n": a["n"], "mae": a["mae"],
-                            "pearson_r": a["pearson_r"]})
-    table = []
-    for s in structures.STRUCTURES:
-        pair = {a["who"]: a for a in out if a["structure"] == s.key}
-        if pair:
-            table.append({"structure": s.key, "n": pair["model"]["n"],
-                          **{f"{who}_{k}": pair[who][k] for who in ("model", "reference") for k in ("mae", "pearson_r")}})
-    return table
+                row = table.setdefault(a["structure"], {"structure": a["structure"], "n": a["n"]})
+                row[f"{who}_mae"], row[f"{who}_pearson_r"] = a["mae"], a["pearson_r"]
+    return list(table.values())
 
 
 def exact_volume_report(table: Sequence[dict]) -> str:
@@ -210,7 +204,8 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     from .batch import read_studies, run_batch
     from .phantom import exact_volumes
 
-    if not any(s.reference for s in read_studies(studies)):
+    listed = read_studies(studies)
+    if not any(s.reference for s in listed):
         raise OrbitSegError(f"no study in {studies} has a reference segmentation: give a 'reference' column")
     out = Path(out_dir)
     summary = run_batch(studies, out / "results", config, progress=progress)
@@ -222,7 +217,7 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     numbers["failed_studies"] = summary.counts.failed
     write_csv(overlap_summary(rows), out / "overlap_summary.csv")
     report = markdown_report(title, rows)
-    exact = exact_volume_agreement(rows, exact_volumes(studies))
+    exact = exact_volume_agreement(rows, exact_volumes(listed))
     if exact:
         write_csv(exact, out / "exact_volumes.csv")
         report += "\n" + exact_volume_report(exact)

@@ -4,12 +4,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..imageio import atomic_path, write_image
 from ..segio import write_labelmap, write_seg_nrrd
 from .case import PhantomCase, generate_case
+
+if TYPE_CHECKING:
+    from ..batch.studies import Study
 
 STUDY_COLUMNS = ("id", "image", "reference", "start_slice", "end_slice")
 CT_NAME, SEG_NAME, LABELS_NAME, INFO_NAME = "ct.nii.gz", "reference.seg.nrrd", "labels.nii.gz", "info.json"
@@ -32,17 +36,15 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike, case_id: str) -> d
             "start_slice": case.info["start_slice"], "end_slice": case.info["end_slice"]}
 
 
-def exact_volumes(studies: str | os.PathLike) -> dict[str, dict[str, dict[str, float]]]:
+def exact_volumes(studies: Iterable[Study]) -> dict[str, dict[str, dict[str, float]]]:
     """The phantom's exact volumes (cm³, from the sub-voxel occupancy, not the labelmap) of the cases in a
-    study list: ``{study id: {side: {structure key: cm³}}}``.
+    study list (:func:`batch.read_studies`): ``{study id: {side: {structure key: cm³}}}``.
 
     A case's ``info.json`` lies beside its image, as :func:`write_case` leaves it; studies without one
     (any list of real CT) are left out, so the result is empty for a list with no phantom cases.
     """
-    from ..batch.studies import read_studies
-
     out = {}
-    for study in read_studies(studies):
+    for study in studies:
         info = study.image.parent / INFO_NAME
         if study.image.is_file() and info.is_file():
             exact = json.loads(info.read_text(encoding="utf-8")).get("true_volumes_cm3")

@@ -52,8 +52,9 @@ class SegmentationLoss(torch.nn.Module):
         weights = self.weights.to(logits.device)
         loss = logits.new_zeros(())
         if self.kind in ("bce", "dice_ce"):
-            per_channel = binary_cross_entropy_with_logits(logits, target, reduction="none").movedim(1, 0).flatten(1)
-            loss = loss + (per_channel.mean(dim=1) * weights).mean()
+            voxels = [0] + list(range(2, logits.dim()))  # every dimension but the channels'
+            per_channel = binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=voxels)
+            loss = loss + (per_channel * weights).mean()
         if self.kind in ("dice", "dice_ce"):
             loss = loss + (self.dice(logits, target).flatten() * weights).mean()
         return loss
