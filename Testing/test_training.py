@@ -4,8 +4,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 
+import logging
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from OrbitSegLib import models, structures
@@ -16,7 +19,8 @@ from OrbitSegLib.training import loop as training_loop
 from OrbitSegLib.training.augment import (augmentation, augmented_patch, one_hot, sample_patch, seq_unet_batch,
                                           sv_net_batch)
 from OrbitSegLib.training.data import prepare, studies_from_list
-from OrbitSegLib.training.losses import SegmentationLoss
+from OrbitSegLib.phantom import write_dataset
+from OrbitSegLib.training.losses import SegmentationLoss, known_channels
 
 TINY_SV = {"widths": [4, 8, 8, 16, 16]}
 TINY_SEQ = {"widths": [4, 8, 8], "lstm1_hidden": 8, "lstm2_hidden": 4}
@@ -184,6 +188,99 @@ def test_structure_weights_weight_each_channels_terms(architecture, kind):
     torch.testing.assert_close(weighted(logits, classes), expected)
     with pytest.raises(OrbitSegError, match="positive"):
         SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background, class_weights=[1, 0, 1, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("architecture, kind", [("sv-net", "dice_ce"), ("seq-unet", "dice"), ("sv-net", "bce")])
+def test_unannotated_structures_are_left_out_of_the_loss(architecture, kind):
+    """A sample's unannotated channels (and its background, when it lacks a structure) leave both terms:
+    each channel's terms are computed over the samples that annotate it; a channel no sample annotates
+    drops out of the mean; those channels get no gradient."""
+    torch.manual_seed(2)
+    background = architecture == "sv-net"
+    first = 0 if background else 1
+    classes = torch.randint(0, structures.NUM_CLASSES, (2, 4, 8, 8))
+    logits = torch.randn(2, structures.NUM_CLASSES - first, 4, 8, 8, requires_grad=True)
+    target = one_hot(classes, structures.NUM_CLASSES)[:, first:]
+    loss_fn = SegmentationLoss(kind, architecture, structures.NUM_CLASSES, background)
+    torch.testing.assert_close(loss_fn(logits, classes, known_channels(torch.ones(2, 6))), loss_fn(logits, classes))
+
+    def expected(known: torch.Tensor) -> torch.Tensor:
+        terms = []
+        for c in range(logits.shape[1]):
+            samples = known[:, c + first].nonzero().flatten()
+            if len(samples) == 0:
+                continue
+            lc, tc = logits[samples, c], target[samples, c]
+            p = torch.sigmoid(lc)
+            dice = 1 - (2 * (p * tc).sum() + 1e-4) / (p.sum() + tc.sum() + 1e-4)
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(lc, tc)
+            terms.append({"bce": bce, "dice": dice, "dice_ce": bce + dice}[kind])
+        return torch.stack(terms).mean()
+
+    annotated = torch.ones(2, 6, dtype=torch.bool)
+    annotated[1, 5] = False  # the second sample's reference has no optic nerve
+    known = known_channels(annotated)
+    assert known[1].tolist() == [False, True, True, True, True, True, False] and known[0].all()
+    loss = loss_fn(logits, classes, known)
+    torch.testing.assert_close(loss, expected(known))
+    loss.backward()
+    unknown = [c - first for c in (0, 6) if c >= first]  # the background (SV-Net) and the optic nerve
+    assert not logits.grad[1, unknown].any() and logits.grad[0, unknown].abs().sum() > 0
+    assert logits.grad[1, [c for c in range(logits.shape[1]) if c not in unknown]].abs().min(dim=0).values.sum() > 0
+    annotated[0, 5] = False  # no sample has it: the channel drops out of the mean
+    torch.testing.assert_close(loss_fn(logits, classes, known_channels(annotated)), expected(known_channels(annotated)))
+
+
+@pytest.fixture(scope="module")
+def nerveless_list(tmp_path_factory):
+    """A study list of two small phantom cases whose reference labelmaps lack both optic nerves."""
+    folder = tmp_path_factory.mktemp("nerveless")
+    write_dataset(folder, 2, seed=7, small=True)
+    rows = ["id,image,reference"]
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        labels = sitk.ReadImage(str(case / "labels.nii.gz"))
+        array = sitk.GetArrayFromImage(labels)
+        for side in structures.SIDES:
+            array[array == structures.label_value(side, "optic_nerve")] = 0
+        muscles = sitk.GetImageFromArray(array)
+        muscles.CopyInformation(labels)
+        sitk.WriteImage(muscles, str(case / "muscles.nii.gz"))
+        rows.append(f"{case.name},{case.name}/ct.nii.gz,{case.name}/muscles.nii.gz")
+    (folder / "muscles.csv").write_text("\n".join(rows) + "\n")
+    return folder / "muscles.csv"
+
+
+def test_references_without_a_structure_train_without_it(nerveless_list, phantom_studies, tmp_path, caplog):
+    """Eyes record what their reference annotates (kept in the cache; an older cache file without it is
+    prepared again); fine-tuning on references without optic nerves leaves the nerve's and the
+    background's output channels exactly as they were, and says so."""
+    nerve = structures.structure("optic_nerve").class_index
+    eyes = prepare(studies_from_list(nerveless_list), SPEC, tmp_path / "cache")
+    assert len(eyes) == 4 and all(e.annotated.tolist() == [True] * 5 + [False] for e in eyes)
+    assert all(e.annotated.all() for e in prepare(phantom_studies[:1], SPEC))
+    loads = []
+    counted = [type(s)(s.case_id, lambda s=s: loads.append(s.case_id) or s.load(), s.source_key)
+               for s in studies_from_list(nerveless_list)]
+    again = prepare(counted, SPEC, tmp_path / "cache")
+    assert not loads and [e.annotated.tolist() for e in again] == [e.annotated.tolist() for e in eyes]
+    first = sorted((tmp_path / "cache").glob("*.npz"))[0]
+    with np.load(first) as data:
+        older = {k: data[k] for k in data.files if not k.startswith("annotated")}
+    np.savez(first, **older)
+    prepare(counted, SPEC, tmp_path / "cache")
+    assert len(loads) == 1
+
+    source = train(_config(tmp_path / "a", epochs=1), phantom_studies).model_path
+    with caplog.at_level(logging.WARNING):
+        tuned = train(_config(tmp_path / "b", epochs=2, folds=1, init=str(source), model_config={},
+                              cache_dir=str(tmp_path / "cache")), studies_from_list(nerveless_list)).model_path
+    assert "no training reference annotates the optic nerve" in caplog.text
+    start, _ = models.load_checkpoint(source)
+    model, _ = models.load_checkpoint(tuned)
+    for key in ("classifier.weight", "classifier.bias"):
+        before, after = start.state_dict()[key], model.state_dict()[key]
+        torch.testing.assert_close(after[[0, nerve]], before[[0, nerve]], rtol=0, atol=0)
+        assert not torch.allclose(after[1:nerve], before[1:nerve])
 
 
 def test_fold_split_is_deterministic_and_disjoint():

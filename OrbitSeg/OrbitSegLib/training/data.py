@@ -7,8 +7,11 @@ partial-volume fractions per structure (:func:`preprocess.label_fractions`). The
 reference's globe centroids, jittered by a few mm as automatic detection would be, with the axial
 range widened to cover every labelled voxel.
 
-Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255),
-keyed by the study and the grid, so a second run starts at once.
+A reference need not annotate every structure (:func:`metrics.annotated_structures`): each eye records
+which it annotates, and the loss leaves the others out for that eye rather than teach them as background.
+
+Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255,
+annotated structures), keyed by the study and the grid, so a second run starts at once.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ import SimpleITK as sitk
 from .. import structures
 from ..errors import OrbitSegError
 from ..imageio import axial_axis, read_image
+from ..metrics import annotated_structures
 from ..preprocess import image_to_grid, label_fractions, labels_to_grid, model_grid
 from ..segio import read_reference
 from ..tables import read_csv
@@ -56,14 +60,16 @@ class GridSpec:
 @dataclass
 class EyeVolume:
     """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``,
-    and optionally ``fractions`` uint8 ``[S, z, y, x]``: each structure's partial-volume fraction in
-    1/255 (S = 6 structures in label order)."""
+    optionally ``fractions`` uint8 ``[S, z, y, x]``: each structure's partial-volume fraction in
+    1/255 (S = 6 structures in label order), and ``annotated`` bool ``[S]``: the structures its
+    reference annotates (the others are 0 in ``classes`` and ``fractions`` without being background)."""
 
     image: np.ndarray
     classes: np.ndarray
     case_id: str
     side: str
     fractions: np.ndarray | None = None
+    annotated: np.ndarray = field(default_factory=lambda: np.ones(len(structures.STRUCTURES), dtype=bool))
 
     @property
     def targets(self) -> np.ndarray:
@@ -163,8 +169,9 @@ def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | 
 
 def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, case_id: str = "") -> list[EyeVolume]:
     """Each labelled eye of a study on the model grid (image windowed, classes 0..6, fractions when
-    ``spec.soft_targets``)."""
+    ``spec.soft_targets``, the structures the reference annotates)."""
     eyes = []
+    annotated = annotated_structures(labels)
     for side in voi.boxes:
         lo, hi = voi.eye_box(side)
         lo = tuple(max(0, v) for v in lo)
@@ -178,7 +185,8 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
             values = [structures.label_value(side, s.key) for s in structures.STRUCTURES]
             fractions = label_fractions(labels, grid, values)
             fractions = np.rint(fractions * 255).astype(np.uint8)
-        eyes.append(EyeVolume(image, classes, case_id, side, fractions))
+        known = np.array([(side, s.key) in annotated for s in structures.STRUCTURES])
+        eyes.append(EyeVolume(image, classes, case_id, side, fractions, known))
     return eyes
 
 
@@ -195,11 +203,9 @@ def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike |
     for n, study in enumerate(studies):
         key = hashlib.sha1(f"{study.source_key}|{spec.key()}|{seed}".encode()).hexdigest()[:16]
         path = cache / f"{study.case_id}-{key}.npz" if cache else None
-        if path is not None and path.is_file():
-            with np.load(path) as data:
-                eyes += [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], study.case_id, s,
-                                   data[f"fractions_{s}"] if f"fractions_{s}" in data else None)
-                         for s in structures.SIDES if f"image_{s}" in data]
+        cached = _read_cached(path, study.case_id) if path is not None and path.is_file() else None
+        if cached is not None:
+            eyes += cached
         else:
             try:
                 ct, labels = study.load()
@@ -210,7 +216,7 @@ def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike |
                 new = []
             if path is not None and new:
                 arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new
-                          for kind in ("image", "classes", "fractions") if getattr(e, kind) is not None}
+                          for kind in ("image", "classes", "fractions", "annotated") if getattr(e, kind) is not None}
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, **arrays)
                 os.replace(tmp, path)
@@ -220,3 +226,15 @@ def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike |
     if not eyes:
         raise OrbitSegError("no usable training studies (see the warnings above)")
     return eyes
+
+
+def _read_cached(path: Path, case_id: str) -> list[EyeVolume] | None:
+    """The eyes of one cached study, or ``None`` for a cache file written before eyes recorded their
+    annotated structures (prepared again)."""
+    with np.load(path) as data:
+        sides = [s for s in structures.SIDES if f"image_{s}" in data]
+        if any(f"annotated_{s}" not in data for s in sides):
+            return None
+        return [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], case_id, s,
+                          data[f"fractions_{s}"] if f"fractions_{s}" in data else None, data[f"annotated_{s}"])
+                for s in sides]

@@ -38,7 +38,7 @@ from ..models import create, load_checkpoint, make_card, model_class, read_extra
 from ..postprocess import scores_to_classes
 from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
-from .losses import SegmentationLoss
+from .losses import SegmentationLoss, known_channels
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
         progress(0.0, f"Preparing {len(studies)} studies")
     eyes = prepare(studies, spec, config.cache_dir, seed=config.data_seed,
                    progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
+    _report_annotations(eyes)
     groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
     to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
     scores: dict[int, float] = {}
@@ -241,9 +242,12 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
             chosen = order[step * patches_per_step:(step + 1) * patches_per_step]
             patches = [augmented_patch(train_eyes[i], depth, size_yx, rng, pipeline) for i in chosen]
             images, targets = (seq_unet_batch if sequence else sv_net_batch)(patches)
+            known = _known(train_eyes[i] for i in chosen)
+            if sequence:  # every patch gives depth - 2 slice triplets
+                known = known.repeat_interleave(depth - 2, dim=0)
             images, targets = images.to(device.device), targets.to(device.device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.is_cuda):
-                loss = loss_fn(model(images), targets)
+                loss = loss_fn(model(images), targets, known)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -333,14 +337,33 @@ def _validate(model, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, de
             images, targets = seq_unet_batch([(image, classes)])
         else:
             images, targets = torch.from_numpy(image)[None, None], torch.from_numpy(classes)[None]
-        losses.append(float(loss_fn(model(images.to(device.device)), targets.to(device.device))))
+        known = _known([eye]).expand(len(images), -1)
+        losses.append(float(loss_fn(model(images.to(device.device)), targets.to(device.device), known)))
         predicted = scores_to_classes(predictor.predict(eye.image.astype(np.float32)))
-        for s in structures.STRUCTURES:
-            if (eye.classes == s.class_index).any():
+        for s, annotated in zip(structures.STRUCTURES, eye.annotated):
+            if annotated and (eye.classes == s.class_index).any():
                 dice[s.key].append(overlap(predicted == s.class_index, eye.classes == s.class_index)["dice"])
     model.train()
     per_structure = {k: float(np.mean(v)) for k, v in dice.items() if v}
     return float(np.mean(losses)), float(np.mean(list(per_structure.values()))), per_structure
+
+
+def _known(eyes) -> torch.Tensor:
+    """``(B, C)`` known loss channels (background first) of a batch's eyes (:func:`known_channels`)."""
+    return known_channels(torch.from_numpy(np.stack([e.annotated for e in eyes])))
+
+
+def _report_annotations(eyes: list[EyeVolume]) -> None:
+    """Log which structures some eyes' references leave out (no loss for them on those eyes), and warn
+    about a structure that no eye annotates: the model learns nothing about it."""
+    annotated = np.stack([e.annotated for e in eyes])
+    for s, column in zip(structures.STRUCTURES, annotated.T):
+        if not column.any():
+            log.warning("no training reference annotates the %s: training leaves its output as the starting "
+                        "model has it (untrained without --init)", s.display_name)
+        elif not column.all():
+            log.info("%s: annotated in %d of %d eyes; the others leave it out of the loss", s.display_name,
+                     int(column.sum()), len(column))
 
 
 def _learning_rate(config: TrainConfig, epoch: int) -> float:
