@@ -261,6 +261,7 @@ def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
     (["segment", "{ct}", "--out", "{out}", "--voi", "{ct}"], "is not a VOI file"),
     (["segment", "{ct}", "--out", "{out}", "--batch-size", "0"], "batch size must be at least 1"),
     (["segment", "{ct}", "--out", "{out}", "--overlap", "1.5"], "overlap must be a fraction"),
+    (["segment", "{ct}", "--out", "{out}", "--window", "20"], "window must be a multiple of"),
     (["segment", "{ct}", "--out", "{ct}"], "is a file"),
     (["ensemble", "{model}", "{model}", "--out", "{dir}"], "is a folder"),
 ])
