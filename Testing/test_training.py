@@ -250,11 +250,10 @@ def nerveless_list(tmp_path_factory):
     return folder / "muscles.csv"
 
 
-def test_references_without_a_structure_train_without_it(nerveless_list, phantom_studies, tmp_path, caplog):
-    """Eyes record what their reference annotates (kept in the cache; an older cache file without it is
-    prepared again); fine-tuning on references without optic nerves leaves the nerve's and the
-    background's output channels exactly as they were, and says so."""
-    nerve = structures.structure("optic_nerve").class_index
+def test_references_without_a_structure_are_prepared_with_what_they_annotate(nerveless_list, phantom_studies,
+                                                                             tmp_path):
+    """Eyes record what their reference annotates, kept in the cache; an older cache file without it
+    is prepared again."""
     eyes = prepare(studies_from_list(nerveless_list), SPEC, tmp_path / "cache")
     assert len(eyes) == 4 and all(e.annotated.tolist() == [True] * 5 + [False] for e in eyes)
     assert all(e.annotated.all() for e in prepare(phantom_studies[:1], SPEC))
@@ -270,17 +269,28 @@ def test_references_without_a_structure_train_without_it(nerveless_list, phantom
     prepare(counted, SPEC, tmp_path / "cache")
     assert len(loads) == 1
 
-    source = train(_config(tmp_path / "a", epochs=1), phantom_studies).model_path
+
+@pytest.mark.parametrize("architecture, config, input_size, batch_size", [("sv-net", TINY_SV, (48, 64, 16), 2),
+                                                                          ("seq-unet", TINY_SEQ, (48, 64, 3), 12)])
+def test_fine_tuning_without_a_structure_keeps_its_output(nerveless_list, phantom_studies, tmp_path, caplog,
+                                                          architecture, config, input_size, batch_size):
+    """Fine-tuning on references without optic nerves leaves the nerve's output channel (and SV-Net's
+    background channel) exactly as they were, trains the others, and says so."""
+    nerve = structures.structure("optic_nerve").class_index
+    kept = [0, nerve] if architecture == "sv-net" else [nerve - 1]
+    base = dict(architecture=architecture, model_config=config, input_size=input_size, batch_size=batch_size)
+    source = train(_config(tmp_path / "a", epochs=1, **base), phantom_studies).model_path
     with caplog.at_level(logging.WARNING):
-        tuned = train(_config(tmp_path / "b", epochs=2, folds=1, init=str(source), model_config={},
-                              cache_dir=str(tmp_path / "cache")), studies_from_list(nerveless_list)).model_path
+        tuned = train(_config(tmp_path / "b", epochs=2, folds=1, init=str(source), **{**base, "model_config": {}}),
+                      studies_from_list(nerveless_list)).model_path
     assert "no training reference annotates the optic nerve" in caplog.text
     start, _ = models.load_checkpoint(source)
     model, _ = models.load_checkpoint(tuned)
     for key in ("classifier.weight", "classifier.bias"):
         before, after = start.state_dict()[key], model.state_dict()[key]
-        torch.testing.assert_close(after[[0, nerve]], before[[0, nerve]], rtol=0, atol=0)
-        assert not torch.allclose(after[1:nerve], before[1:nerve])
+        torch.testing.assert_close(after[kept], before[kept], rtol=0, atol=0)
+        others = [c for c in range(len(before)) if c not in kept]
+        assert not torch.allclose(after[others], before[others])
 
 
 def test_fold_split_is_deterministic_and_disjoint():
