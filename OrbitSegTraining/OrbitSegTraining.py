@@ -44,7 +44,8 @@ class OrbitSegTraining(ScriptedLoadableModule):
 Train SV-Net or SEQ-UNET for OrbitSeg on a study list (CT + reference segmentation), a folder of case
 folders, or synthetic phantom cases. Training runs in the background with a live loss plot; Cancel keeps
 the last good checkpoint, and training again into the same output folder resumes. The finished model
-appears in the OrbitSeg module's model list.
+appears in the OrbitSeg module's model list. A reference may leave structures out: each eye trains on
+the structures its reference has, and the others keep what the starting model gives them.
 """
         self.parent.acknowledgementText = "Part of the OrbitSeg extension."
 
