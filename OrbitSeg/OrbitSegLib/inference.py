@@ -121,9 +121,8 @@ class Predictor:
             raise OrbitSegError(f"unknown model head {head!r}; expected one of {HEADS}")
         if architecture not in ("sv-net", "seq-unet"):
             raise OrbitSegError(f"unknown architecture {architecture!r}")
-        multiple = getattr(network, "size_multiple", 1)
-        if architecture == "sv-net" and options.window is not None and options.window % multiple:
-            raise OrbitSegError(f"the window must be a multiple of {multiple} slices for this SV-Net "
+        if architecture == "sv-net" and options.window is not None and options.window % network.size_multiple:
+            raise OrbitSegError(f"the window must be a multiple of {network.size_multiple} slices for this SV-Net "
                                 f"(its poolings halve the depth), got {options.window}")
         self.network = network.to(device.device).eval()
         self.architecture = architecture
