@@ -251,12 +251,16 @@ def nerveless_list(tmp_path_factory):
 
 
 def test_references_without_a_structure_are_prepared_with_what_they_annotate(nerveless_list, phantom_studies,
-                                                                             tmp_path):
+                                                                             tmp_path, caplog):
     """Eyes record what their reference annotates, kept in the cache; an older cache file without it
-    is prepared again."""
+    is prepared again; training warns about partly annotated structures."""
     eyes = prepare(studies_from_list(nerveless_list), SPEC, tmp_path / "cache")
     assert len(eyes) == 4 and all(e.annotated.tolist() == [True] * 5 + [False] for e in eyes)
-    assert all(e.annotated.all() for e in prepare(phantom_studies[:1], SPEC))
+    complete = prepare(phantom_studies[:1], SPEC)
+    assert all(e.annotated.all() for e in complete)
+    with caplog.at_level(logging.WARNING):
+        training_loop._report_annotations(eyes + complete)
+    assert "the optic nerve is annotated in 2 of 6 eyes" in caplog.text and "rectus" not in caplog.text
     loads = []
     counted = [type(s)(s.case_id, lambda s=s: loads.append(s.case_id) or s.load(), s.source_key)
                for s in studies_from_list(nerveless_list)]

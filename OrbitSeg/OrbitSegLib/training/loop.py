@@ -354,16 +354,16 @@ def _known(eyes) -> torch.Tensor:
 
 
 def _report_annotations(eyes: list[EyeVolume]) -> None:
-    """Log which structures some eyes' references leave out (no loss for them on those eyes), and warn
-    about a structure that no eye annotates: the model learns nothing about it."""
+    """Warn about structures that some eyes' references leave out (no loss for them on those eyes) and
+    about a structure that no eye annotates (the model learns nothing about it)."""
     annotated = np.stack([e.annotated for e in eyes])
     for s, column in zip(structures.STRUCTURES, annotated.T):
         if not column.any():
             log.warning("no training reference annotates the %s: training leaves its output as the starting "
                         "model has it (untrained without --init)", s.display_name)
         elif not column.all():
-            log.info("%s: annotated in %d of %d eyes; the others leave it out of the loss", s.display_name,
-                     int(column.sum()), len(column))
+            log.warning("the %s is annotated in %d of %d eyes; the others leave it out of the loss",
+                        s.display_name, int(column.sum()), len(column))
 
 
 def _learning_rate(config: TrainConfig, epoch: int) -> float:
