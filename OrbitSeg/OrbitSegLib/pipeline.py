@@ -159,20 +159,21 @@ OUTPUT_NAMES = ("segmentation.seg.nrrd", "labels.nii.gz", "volumes.csv", "agreem
 """The files :func:`write_outputs` writes into an output folder (``agreement.csv`` only with a reference)."""
 
 
-def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                        names: Iterable[str] = OUTPUT_NAMES, what: str = "outputs") -> None:
     """Raise :class:`OrbitSegError` (before any work) when ``out_dir`` is an existing file, or when the
-    outputs written into it would replace one of ``inputs`` (e.g. ``--out`` on a phantom case folder,
-    whose ``labels.nii.gz`` is the reference)."""
+    files ``names`` written into it (``what``, for the message) would replace one of ``inputs`` (e.g.
+    ``--out`` on a phantom case folder, whose ``labels.nii.gz`` is the reference)."""
     out = Path(out_dir)
     if not str(out_dir).strip():
         raise OrbitSegError("the output folder is empty; give a folder name")
     if out.exists() and not out.is_dir():
         raise OrbitSegError(f"the output folder {out} is a file; give a folder")
-    targets = {(out / name).resolve() for name in OUTPUT_NAMES}
-    clashes = [str(p) for p in inputs if p is not None and Path(p).resolve() in targets]
+    targets = {(out / name).resolve() for name in names}
+    clashes = sorted({str(p) for p in inputs if p is not None and Path(p).resolve() in targets})
     if clashes:
-        raise OrbitSegError(f"writing the outputs into {out} would replace the input {', '.join(clashes)}; "
-                            "choose another output folder")
+        raise OrbitSegError(f"{out}: choose another output folder: the {what} would replace the input "
+                            f"{', '.join(clashes)}")
 
 
 def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source: str = "") -> dict[str, Path]:

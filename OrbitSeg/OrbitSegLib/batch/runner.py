@@ -444,15 +444,13 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_outputs_spare_inputs(out: Path, studies_path: Path, studies: list[Study]) -> None:
-    """Refuse an output folder whose batch tables would replace the study list or an input, or where a
-    study's outputs would land among input files (``--out`` on the folder of a phantom data set, whose
-    case folders are named like the studies)."""
-    tables = {(out / name).resolve() for name in BATCH_OUTPUTS}
-    inputs = [studies_path] + [p for s in studies for p in (s.image, s.reference) if p is not None]
-    replaced = sorted({str(p) for p in inputs if p.resolve() in tables})
-    if replaced:
-        raise OrbitSegError(f"{out}: choose another output folder: the batch tables would replace {', '.join(replaced)}")
+def _check_outputs_spare_inputs(out_dir: str | os.PathLike, studies_path: Path, studies: list[Study]) -> None:
+    """Refuse an output folder that is a file, whose batch tables would replace the study list or an
+    input, or where a study's outputs would land among input files (``--out`` on the folder of a phantom
+    data set, whose case folders are named like the studies)."""
+    inputs = [studies_path] + [p for s in studies for p in (s.image, s.reference)]
+    check_output_folder(out_dir, inputs, BATCH_OUTPUTS, "batch tables")
+    out = Path(out_dir)
     folders = {(out / s.id).resolve(): s.id for s in studies}
     clashes = []
     for study in studies:
@@ -483,9 +481,8 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     card = read_card(model_path)
     device = select_device(config.device)
     config = replace(config, model=str(model_path.resolve()))
-    check_output_folder(out_dir)
+    _check_outputs_spare_inputs(out_dir, Path(studies_path), studies)
     out = Path(out_dir)
-    _check_outputs_spare_inputs(out, Path(studies_path), studies)
     out.mkdir(parents=True, exist_ok=True)
     batch_log = BatchLog(out / LOG_NAME)
     setup = {"model_sha256": _file_sha256(model_path), "options": asdict(config.options)}
