@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from functools import partial
 
 import logging
 
@@ -18,7 +19,7 @@ from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from
 from OrbitSegLib.training import loop as training_loop
 from OrbitSegLib.training.augment import (augmentation, augmented_patch, one_hot, sample_patch, seq_unet_batch,
                                           sv_net_batch)
-from OrbitSegLib.training.data import prepare, studies_from_list
+from OrbitSegLib.training.data import Study, _read_pair, prepare, studies_from_list
 from OrbitSegLib.phantom import write_dataset
 from OrbitSegLib.training.losses import SegmentationLoss, known_channels
 
@@ -60,6 +61,21 @@ def test_cache_is_reused(phantom_studies, tmp_path):
               for s in phantom_studies[:1]]
     second = prepare(broken, SPEC, tmp_path)
     np.testing.assert_array_equal(first[0].classes, second[0].classes)
+
+
+def test_preparing_in_two_processes_gives_the_same_eyes_in_order(phantom_studies, eyes, tmp_path, caplog):
+    missing = Study("broken", partial(_read_pair, tmp_path / "none.nii.gz", tmp_path / "none.seg.nrrd"), "broken")
+    with caplog.at_level(logging.WARNING):
+        parallel = prepare(phantom_studies + [missing], SPEC, tmp_path / "cache", workers=2)
+    assert "skipping study broken" in caplog.text
+    assert [(e.case_id, e.side) for e in parallel] == [(e.case_id, e.side) for e in eyes]
+    for mine, theirs in zip(parallel, eyes):
+        np.testing.assert_array_equal(mine.image, theirs.image)
+        np.testing.assert_array_equal(mine.classes, theirs.classes)
+        np.testing.assert_array_equal(mine.annotated, theirs.annotated)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == len(phantom_studies)
+    with pytest.raises(OrbitSegError, match="workers must be at least 1"):
+        TrainConfig(out_dir=str(tmp_path), prepare_workers=0).resolved()
 
 
 def test_augmented_batches_have_network_shapes(eyes):

@@ -195,7 +195,8 @@ def cmd_train(args) -> int:
                          data_seed=args.data_seed,
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
                          description=args.description or "", ensemble=args.ensemble,
-                         soft_targets=args.soft_targets, structure_weights=_structure_weights(args.structure_weight))
+                         soft_targets=args.soft_targets, structure_weights=_structure_weights(args.structure_weight),
+                         prepare_workers=args.workers)
     progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
     try:
         result = train(config, studies, data_description=description, progress=progress)
@@ -347,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")
     train.add_argument("--cache", default=None, help="folder caching the prepared training volumes")
+    train.add_argument("--workers", type=int, default=1,
+                       help="processes preparing the studies not yet in --cache (the data are the same with any number)")
     train.add_argument("--description", default=None, help="one-line model description for the model card")
     train.add_argument("--ensemble", action="store_true",
                        help="save the average of all folds' best models as <name>.pt (all folds must run)")

@@ -11,16 +11,20 @@ A reference need not annotate every structure (:func:`metrics.annotated_structur
 which it annotates, and the loss leaves the others out for that eye rather than teach them as background.
 
 Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255,
-annotated structures), keyed by the study and the grid, so a second run starts at once.
+annotated structures), keyed by the study and the grid, so a second run starts at once. Studies not
+in the cache can be prepared in several processes; the eyes are the same as with one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +83,9 @@ class EyeVolume:
 
 @dataclass
 class Study:
-    """One training case: an id, a loader returning ``(ct, reference labelmap)``, and a cache key."""
+    """One training case: an id, a loader returning ``(ct, reference labelmap)``, and a cache key.
+    Preparing in several processes needs a picklable loader (a module-level function or a
+    ``functools.partial`` of one)."""
 
     case_id: str
     load: Callable[[], tuple[sitk.Image, sitk.Image]]
@@ -108,7 +114,7 @@ def studies_from_list(path: str | os.PathLike) -> list[Study]:
             if not p.exists():
                 raise OrbitSegError(f"{path}: study {row['id']}: {p} not found")
         stamp = f"{image.resolve()}:{image.stat().st_mtime_ns}:{reference.resolve()}:{reference.stat().st_mtime_ns}"
-        studies.append(Study(row["id"], lambda i=image, r=reference: _read_pair(i, r), stamp))
+        studies.append(Study(row["id"], partial(_read_pair, image, reference), stamp))
     return studies
 
 
@@ -121,7 +127,7 @@ def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
         refs = sorted(case.glob("reference.seg.nrrd")) or sorted(case.glob("labels.*"))
         if cts and refs:
             stamp = f"{cts[0].resolve()}:{cts[0].stat().st_mtime_ns}:{refs[0].resolve()}:{refs[0].stat().st_mtime_ns}"
-            studies.append(Study(case.name, lambda c=cts[0], r=refs[0]: _read_pair(c, r), stamp))
+            studies.append(Study(case.name, partial(_read_pair, cts[0], refs[0]), stamp))
     if not studies:
         raise OrbitSegError(f"{folder}: no case folders with ct.* and reference.seg.nrrd (or labels.*)")
     return studies
@@ -129,14 +135,15 @@ def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
 
 def studies_from_phantom(cases: int, seed: int, small: bool = False) -> list[Study]:
     """Phantom cases generated on the fly (deterministic per seed and index)."""
+    return [Study(f"phantom-{seed}-{i:04d}", partial(_phantom_pair, seed, i, small), f"phantom:{seed}:{i}:{small}")
+            for i in range(cases)]
+
+
+def _phantom_pair(seed: int, index: int, small: bool) -> tuple[sitk.Image, sitk.Image]:
     from ..phantom import generate_case
 
-    def loader(index: int):
-        case = generate_case(seed, index, small=small)
-        return case.ct, case.labels
-
-    return [Study(f"phantom-{seed}-{i:04d}", lambda i=i: loader(i), f"phantom:{seed}:{i}:{small}")
-            for i in range(cases)]
+    case = generate_case(seed, index, small=small)
+    return case.ct, case.labels
 
 
 def globe_centres(labels: sitk.Image) -> dict[str, np.ndarray]:
@@ -191,41 +198,77 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
 
 
 def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike | None = None,
-            progress: Callable[[int, int], None] | None = None, seed: int = 0) -> list[EyeVolume]:
-    """Eye volumes of all studies, read from / written to ``cache_dir`` when given.
+            progress: Callable[[int, int], None] | None = None, seed: int = 0, workers: int = 1) -> list[EyeVolume]:
+    """Eye volumes of all studies, in study order, read from / written to ``cache_dir`` when given.
 
+    ``workers`` > 1 prepares the studies that are not cached in that many (spawned) processes; the
+    eyes are identical to one process's, since study ``n``'s VOI jitter is drawn from ``[seed, n]``
+    (a script that calls this with ``workers`` > 1 needs the ``if __name__ == "__main__":`` guard).
     A study that cannot be prepared (unreadable files, no globe) is skipped with a warning.
     """
+    if workers < 1:
+        raise OrbitSegError(f"workers must be at least 1, got {workers}")
     cache = Path(cache_dir) if cache_dir else None
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    eyes: list[EyeVolume] = []
+    per_study: list[list[EyeVolume] | None] = [None] * len(studies)
+    paths: list[Path | None] = [None] * len(studies)
     for n, study in enumerate(studies):
-        key = hashlib.sha1(f"{study.source_key}|{spec.key()}|{seed}".encode()).hexdigest()[:16]
-        path = cache / f"{study.case_id}-{key}.npz" if cache else None
-        cached = _read_cached(path, study.case_id) if path is not None and path.is_file() else None
-        if cached is not None:
-            eyes += cached
-        else:
-            try:
-                ct, labels = study.load()
-                rng = np.random.default_rng([seed, n])
-                new = eye_volumes(ct, labels, spec, training_voi(ct, labels, rng), study.case_id)
-            except OrbitSegError as exc:
-                log.warning("skipping study %s: %s", study.case_id, exc)
-                new = []
-            if path is not None and new:
-                arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new
-                          for kind in ("image", "classes", "fractions", "annotated") if getattr(e, kind) is not None}
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez(tmp, **arrays)
-                os.replace(tmp, path)
-            eyes += new
-        if progress is not None:
-            progress(n + 1, len(studies))
+        if cache:
+            key = hashlib.sha1(f"{study.source_key}|{spec.key()}|{seed}".encode()).hexdigest()[:16]
+            paths[n] = cache / f"{study.case_id}-{key}.npz"
+            per_study[n] = _read_cached(paths[n], study.case_id) if paths[n].is_file() else None
+    todo = [n for n in range(len(studies)) if per_study[n] is None]
+    done = len(studies) - len(todo)
+    if progress is not None and done:
+        progress(done, len(studies))
+    jobs = ((studies[n], spec, [seed, n], paths[n]) for n in todo)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_single_threaded) as pool:
+            outcomes = pool.map(_prepare_study, *zip(*jobs))
+            per_study = _collect(per_study, todo, outcomes, progress, done)
+    else:
+        per_study = _collect(per_study, todo, (_prepare_study(*job) for job in jobs), progress, done)
+    eyes = [eye for study_eyes in per_study for eye in study_eyes]
     if not eyes:
         raise OrbitSegError("no usable training studies (see the warnings above)")
     return eyes
+
+
+def _collect(per_study, todo, outcomes, progress, done):
+    """Fill ``per_study[n]`` for the studies ``todo`` from ``(eyes, warning)`` outcomes, logging the warnings."""
+    total = len(per_study)
+    for n, (new, warning) in zip(todo, outcomes):
+        if warning:
+            log.warning(warning)
+        per_study[n] = new
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    return per_study
+
+
+def _single_threaded() -> None:
+    """Worker initialiser: one SimpleITK thread per preparing process."""
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _prepare_study(study: Study, spec: GridSpec, rng_seed: list[int],
+                   path: Path | None) -> tuple[list[EyeVolume], str | None]:
+    """One study's eyes (written to ``path`` when given), or no eyes and the warning that says why."""
+    try:
+        ct, labels = study.load()
+        new = eye_volumes(ct, labels, spec, training_voi(ct, labels, np.random.default_rng(rng_seed)), study.case_id)
+    except OrbitSegError as exc:
+        return [], f"skipping study {study.case_id}: {exc}"
+    if path is not None and new:
+        arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new
+                  for kind in ("image", "classes", "fractions", "annotated") if getattr(e, kind) is not None}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    return new, None
 
 
 def _read_cached(path: Path, case_id: str) -> list[EyeVolume] | None:

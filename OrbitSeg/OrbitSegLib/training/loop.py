@@ -64,7 +64,8 @@ class TrainConfig:
     data (VOI jitter, and so the cache) and the fold split, so a later run can reuse a cache and its
     folds while drawing other patches. ``structure_weights`` (structure key → weight > 0, others 1)
     weight those structures' terms of the loss, e.g. ``{"superior_rectus": 2}`` for a structure the
-    model finds hard.
+    model finds hard. ``prepare_workers`` processes prepare the studies not yet cached (the data are
+    the same with any number).
     """
 
     out_dir: str
@@ -96,6 +97,7 @@ class TrainConfig:
     ensemble: bool = False
     soft_targets: bool = False
     structure_weights: dict[str, float] = field(default_factory=dict)
+    prepare_workers: int = 1
 
     def class_weights(self) -> list[float]:
         """Loss weights per model class, background (1) first, then the structures in label order."""
@@ -110,6 +112,8 @@ class TrainConfig:
         c.batch_size = int(c.batch_size or PAPER_BATCH[c.architecture])
         c.lr = float(c.lr or PAPER_LR[c.architecture])
         c.data_seed = c.seed if c.data_seed is None else int(c.data_seed)
+        if c.prepare_workers < 1:
+            raise OrbitSegError(f"workers must be at least 1, got {c.prepare_workers}")
         if c.folds < 1:
             raise OrbitSegError(f"folds must be at least 1, got {c.folds}")
         if c.fold is not None and not 0 <= c.fold < c.folds:
@@ -167,7 +171,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
                     tuple(config.input_size[:2]) if config.fixed_inplane_size else None, config.soft_targets)
     if progress:
         progress(0.0, f"Preparing {len(studies)} studies")
-    eyes = prepare(studies, spec, config.cache_dir, seed=config.data_seed,
+    eyes = prepare(studies, spec, config.cache_dir, seed=config.data_seed, workers=config.prepare_workers,
                    progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
     _report_annotations(eyes)
     groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
