@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from functools import partial
-
 import logging
+from functools import partial
 
 import numpy as np
 import pytest
