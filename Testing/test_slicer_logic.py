@@ -577,8 +577,10 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
         init = " seq-unet " if source == "studies" else ""
         job = training.TrainingJob(tmp_path / "out", "my-seq", "seq-unet", source, data, folds=4, epochs=3,
                                    batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder",
-                                   init=init, ensemble=source == "phantom", soft_targets=source != "studies")
+                                   init=init, ensemble=source == "phantom", soft_targets=source != "studies",
+                                   prepare_workers=3)
         args = parser.parse_args(job.arguments())
+        assert args.workers == 3
         assert args.init == (init.strip() or None) and args.ensemble == (source == "phantom")
         assert args.soft_targets == (source != "studies")
         assert (args.command, args.model, args.name, args.folds, args.epochs, args.batch_size, args.lr, args.device) == \
@@ -587,6 +589,10 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
             12 if source == "phantom" else None, data if source == "studies" else None, data if source == "folder" else None)
         assert (args.out, args.progress, args.restart) == (str(tmp_path / "out"), "json", source == "folder")
     assert job.log_path == tmp_path / "out" / "training_log.csv" and job.model_path == tmp_path / "out" / "my-seq.pt"
+    panel = training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
+    assert parser.parse_args(panel.arguments()).workers == panel.prepare_workers == min(4, os.cpu_count() or 1)
+    with pytest.raises(OrbitSegError, match="workers must be at least 1"):
+        training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 2, 1, 1, 1e-4, prepare_workers=0)
     with pytest.raises(OrbitSegError, match="choose a study list"):
         training.TrainingJob(tmp_path, "m", "sv-net", "studies", "", 2, 1, 1, 1e-4)
     with pytest.raises(OrbitSegError, match="plain name"):

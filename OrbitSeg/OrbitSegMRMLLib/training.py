@@ -5,7 +5,7 @@ interface in one place (see ``OrbitSegLib.training.loop`` and ``orbitseg train -
 
 - ``orbitseg train --studies LIST | --folder DIR | --phantom N --model sv-net|seq-unet --name NAME
   --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble]
-  [--soft-targets] [--restart] --progress json``;
+  [--soft-targets] [--restart] [--workers N] --progress json``;
 - ``DIR/training_log.csv`` gains a row per fold and epoch (``fold, epoch, train_loss, val_loss,
   val_dice, lr, seconds``); ``DIR/fold<i>/best.pt`` and ``last.pt`` are written atomically after
   every epoch (so stopping the process at any time keeps the last good checkpoint) and
@@ -18,7 +18,7 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from OrbitSegLib.errors import OrbitSegError
@@ -28,6 +28,11 @@ REQUIRED_LOG_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "val_dice")
 PLOTTED = (("train_loss", "Training loss"), ("val_loss", "Validation loss"), ("val_dice", "Validation Dice"))
 DATA_SOURCES = ("studies", "folder", "phantom")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_prepare_workers() -> int:
+    """Processes a panel job prepares its studies in: one per CPU core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class TrainingJob:
     """Save the average of all folds' best models as the final model (needs at least 2 folds)."""
     soft_targets: bool = False
     """Train on partial-volume targets instead of the nearest reference labels."""
+    prepare_workers: int = field(default_factory=default_prepare_workers)
+    """Processes preparing the studies before the first epoch (``--workers``; the data are the same)."""
 
     def __post_init__(self):
         if self.source not in DATA_SOURCES:
@@ -62,12 +69,15 @@ class TrainingJob:
         check_model_name(self.name)
         if self.ensemble and self.folds < 2:
             raise OrbitSegError("averaging the folds needs at least 2 folds")
+        if self.prepare_workers < 1:
+            raise OrbitSegError(f"workers must be at least 1, got {self.prepare_workers}")
 
     def arguments(self) -> list[str]:
         args = ["train", f"--{self.source}", str(self.data), "--model", self.architecture, "--name", self.name,
                 "--folds", str(int(self.folds)), "--epochs", str(int(self.epochs)),
                 "--batch-size", str(int(self.batch_size)), "--lr", f"{self.learning_rate:g}",
-                "--device", self.device, "--out", str(self.out_dir), "--progress", "json"]
+                "--device", self.device, "--out", str(self.out_dir), "--workers", str(int(self.prepare_workers)),
+                "--progress", "json"]
         args += ["--init", self.init.strip()] if self.init.strip() else []
         return (args + (["--ensemble"] if self.ensemble else []) + (["--soft-targets"] if self.soft_targets else [])
                 + (["--restart"] if self.restart else []))
