@@ -226,27 +226,24 @@ def prepare(studies: list[Study], spec: GridSpec, cache_dir: str | os.PathLike |
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_single_threaded) as pool:
-            outcomes = pool.map(_prepare_study, *zip(*jobs))
-            per_study = _collect(per_study, todo, outcomes, progress, done)
+            _collect(per_study, todo, pool.map(_prepare_study, *zip(*jobs)), progress, done)
     else:
-        per_study = _collect(per_study, todo, (_prepare_study(*job) for job in jobs), progress, done)
+        _collect(per_study, todo, (_prepare_study(*job) for job in jobs), progress, done)
     eyes = [eye for study_eyes in per_study for eye in study_eyes]
     if not eyes:
         raise OrbitSegError("no usable training studies (see the warnings above)")
     return eyes
 
 
-def _collect(per_study, todo, outcomes, progress, done):
-    """Fill ``per_study[n]`` for the studies ``todo`` from ``(eyes, warning)`` outcomes, logging the warnings."""
-    total = len(per_study)
-    for n, (new, warning) in zip(todo, outcomes):
+def _collect(per_study, todo, outcomes, progress, done) -> None:
+    """Fill ``per_study[n]`` in place for the studies ``todo`` from their ``(eyes, warning)`` outcomes,
+    logging the warnings and reporting progress after the ``done`` studies already there."""
+    for done, (n, (new, warning)) in enumerate(zip(todo, outcomes), start=done + 1):
         if warning:
             log.warning(warning)
         per_study[n] = new
-        done += 1
         if progress is not None:
-            progress(done, total)
-    return per_study
+            progress(done, len(per_study))
 
 
 def _single_threaded() -> None:
