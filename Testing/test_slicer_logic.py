@@ -588,6 +588,7 @@ def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
         assert (args.phantom, args.studies, args.folder) == (
             12 if source == "phantom" else None, data if source == "studies" else None, data if source == "folder" else None)
         assert (args.out, args.progress, args.restart) == (str(tmp_path / "out"), "json", source == "folder")
+        assert args.cache == str(tmp_path / "out" / "prepared")  # a resumed run reads its studies back
     assert job.log_path == tmp_path / "out" / "training_log.csv" and job.model_path == tmp_path / "out" / "my-seq.pt"
     panel = training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
     assert parser.parse_args(panel.arguments()).workers == panel.prepare_workers == min(4, os.cpu_count() or 1)
@@ -658,6 +659,7 @@ def test_training_job_on_phantom_cases_feeds_the_chart_and_registers_the_model(m
     chart = training.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode"))
     assert table.GetNumberOfRows() == 1 and chart.GetNumberOfPlotSeriesNodes() == 3
     assert job.model_path.is_file() and training.best_checkpoint_so_far(job.out_dir) is not None
+    assert len(list(job.cache_dir.glob("phantom-*.npz"))) == 3  # kept for a resumed run
     registered = training.register_model(job.model_path, job.name)
     choice = next(c for c in modelinfo.model_choices() if c.name == "tiny-sv-net")
     assert choice.path == registered and choice.card["architecture"] == "sv-net" and not choice.problem

@@ -5,11 +5,12 @@ interface in one place (see ``OrbitSegLib.training.loop`` and ``orbitseg train -
 
 - ``orbitseg train --studies LIST | --folder DIR | --phantom N --model sv-net|seq-unet --name NAME
   --folds K --epochs E --batch-size B --lr LR --device D --out DIR [--init MODEL] [--ensemble]
-  [--soft-targets] [--restart] [--workers N] --progress json``;
+  [--soft-targets] [--restart] [--workers N] --cache DIR/prepared --progress json``;
 - ``DIR/training_log.csv`` gains a row per fold and epoch (``fold, epoch, train_loss, val_loss,
   val_dice, lr, seconds``); ``DIR/fold<i>/best.pt`` and ``last.pt`` are written atomically after
   every epoch (so stopping the process at any time keeps the last good checkpoint) and
-  ``DIR/<name>.pt`` is the final model. Rerunning the same command resumes.
+  ``DIR/<name>.pt`` is the final model. Rerunning the same command resumes, and reads the prepared
+  studies back from ``DIR/prepared`` instead of preparing them again.
 """
 from __future__ import annotations
 
@@ -77,10 +78,17 @@ class TrainingJob:
                 "--folds", str(int(self.folds)), "--epochs", str(int(self.epochs)),
                 "--batch-size", str(int(self.batch_size)), "--lr", f"{self.learning_rate:g}",
                 "--device", self.device, "--out", str(self.out_dir), "--workers", str(int(self.prepare_workers)),
-                "--progress", "json"]
+                "--cache", str(self.cache_dir), "--progress", "json"]
         args += ["--init", self.init.strip()] if self.init.strip() else []
         return (args + (["--ensemble"] if self.ensemble else []) + (["--soft-targets"] if self.soft_targets else [])
                 + (["--restart"] if self.restart else []))
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where the run keeps its prepared studies, so that a resumed run starts training at once (the
+        cache is keyed by each study's files and modification times, so edited references are prepared
+        again)."""
+        return self.out_dir / "prepared"
 
     @property
     def log_path(self) -> Path:
