@@ -2,6 +2,7 @@
 
     python benchmarks/volume_error_factors.py runs/eval-sv-net      # an `orbitseg evaluate --phantom` folder
     python benchmarks/volume_error_factors.py runs/eval-sv-net --json out.json
+    python benchmarks/volume_error_factors.py runs/eval-x --studies data/studies.csv   # evaluated with --studies
 
 Per structure, over the evaluation's eyes: the mean and SD of the volume difference (model − reference,
 cm³) and its Pearson r with each case's scanner and tissue parameters (from the phantom's
@@ -35,9 +36,13 @@ def case_factors(info: dict) -> dict[str, float]:
             "sclera HU": hu["sclera"], "vitreous HU": hu["vitreous"], "TAO": float(info["tao"])}
 
 
-def factor_correlations(evaluation: Path) -> list[dict]:
+def case_folders(studies: Path) -> dict[str, Path]:
+    """Study id -> the folder holding its phantom CT, ``info.json`` and reference ``labels.nii.gz``."""
+    return {s["id"]: (studies.parent / s["image"]).parent for s in read_csv(studies)}
+
+
+def factor_correlations(evaluation: Path, folders: dict[str, Path]) -> list[dict]:
     """Per structure: eyes, mean and SD of the volume difference, and its r with every case factor."""
-    folders = {s["id"]: (evaluation / "data" / s["image"]).parent for s in read_csv(evaluation / "data" / "studies.csv")}
     factors = {i: case_factors(json.loads((f / "info.json").read_text(encoding="utf-8"))) for i, f in folders.items()}
     rows = [r for r in read_csv(evaluation / "results" / "volumes.csv") if r.get("difference_cm3")]
     out = []
@@ -54,16 +59,16 @@ def factor_correlations(evaluation: Path) -> list[dict]:
     return out
 
 
-def optic_nerve_ends(evaluation: Path) -> list[dict]:
+def optic_nerve_ends(evaluation: Path, folders: dict[str, Path]) -> list[dict]:
     """Per eye: the optic nerve's net difference (cm³) within ``POSTERIOR_MM`` of its labelled posterior
     end and along the rest of it. The posterior end is the reference nerve's farthest extent along the
     axis from the globe's centroid to the reference nerve voxel farthest from it."""
     out = []
-    for study in read_csv(evaluation / "data" / "studies.csv"):
-        result = evaluation / "results" / study["id"] / "labels.nii.gz"
+    for study_id, folder in folders.items():
+        result = evaluation / "results" / study_id / "labels.nii.gz"
         if not result.is_file():
             continue
-        reference = sitk.ReadImage(str((evaluation / "data" / study["image"]).parent / "labels.nii.gz"))
+        reference = sitk.ReadImage(str(folder / "labels.nii.gz"))
         ref, seg = sitk.GetArrayFromImage(reference), sitk.GetArrayFromImage(sitk.ReadImage(str(result)))
         spacing = np.array(reference.GetSpacing())[::-1]  # [z, y, x] mm
         voxel_cm3 = float(np.prod(spacing)) / 1000.0
@@ -85,23 +90,25 @@ def optic_nerve_ends(evaluation: Path) -> list[dict]:
             false_pos, missed = near_end(model & ~truth), near_end(truth & ~model)
             posterior = (false_pos.sum() - missed.sum()) * voxel_cm3
             rest = ((~false_pos).sum() - (~missed).sum()) * voxel_cm3
-            out.append({"id": study["id"], "side": side, "posterior_cm3": float(posterior), "rest_cm3": float(rest)})
+            out.append({"id": study_id, "side": side, "posterior_cm3": float(posterior), "rest_cm3": float(rest)})
     return out
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("evaluation", type=Path, help="an `orbitseg evaluate --phantom` output folder")
+    parser.add_argument("--studies", type=Path, help="the phantom study list it evaluated (default: EVALUATION/data/studies.csv)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
-    table = factor_correlations(args.evaluation)
+    folders = case_folders(args.studies or args.evaluation / "data" / "studies.csv")
+    table = factor_correlations(args.evaluation, folders)
     print("| structure | eyes | volume difference, mean ± SD cm³ | strongest Pearson r with a case factor |")
     print("|---|---|---|---|")
     for t in table:
         top = sorted(t["r"].items(), key=lambda kv: -abs(kv[1]))[:3]
         print(f"| {t['structure'].replace('_', ' ')} | {t['eyes']} | {t['mean_cm3']:+.3f} ± {t['sd_cm3']:.3f} | "
               + ", ".join(f"{name} {r:+.2f}" for name, r in top) + " |")
-    ends = optic_nerve_ends(args.evaluation)
+    ends = optic_nerve_ends(args.evaluation, folders)
     posterior = np.array([e["posterior_cm3"] for e in ends])
     rest = np.array([e["rest_cm3"] for e in ends])
     print(f"\noptic nerve, {len(ends)} eyes, net difference (cm³): within {POSTERIOR_MM:g} mm of its posterior end "
