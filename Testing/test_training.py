@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import logging
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +77,33 @@ def test_preparing_in_two_processes_gives_the_same_eyes_in_order(phantom_studies
     assert len(list((tmp_path / "cache").glob("*.npz"))) == len(phantom_studies)
     with pytest.raises(OrbitSegError, match="workers must be at least 1"):
         TrainConfig(out_dir=str(tmp_path), prepare_workers=0).resolved()
+
+
+def test_a_cache_that_cannot_be_written_or_read_costs_only_the_cache(phantom_studies, eyes, tmp_path, caplog,
+                                                                      monkeypatch):
+    cache = tmp_path / "cache"
+
+    def full_disk(file, **arrays):
+        Path(file).write_bytes(b"the first bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING):
+        patch.setattr(np, "savez", full_disk)
+        written = prepare(phantom_studies[:1], SPEC, cache)
+    assert "could not be cached" in caplog.text and "No space left on device" in caplog.text
+    assert [(e.case_id, e.side) for e in written] == [(e.case_id, e.side) for e in eyes[:2]]
+    assert not list(cache.iterdir())  # the partly written file is gone
+    prepare(phantom_studies[:1], SPEC, cache)
+    (cached,) = cache.glob("*.npz")
+    cached.write_bytes(b"not a zip file")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = prepare(phantom_studies[:1], SPEC, cache)
+    assert "cannot be read" in caplog.text
+    for mine, theirs in zip(again, eyes[:2]):
+        np.testing.assert_array_equal(mine.image, theirs.image)
+    with np.load(cached) as data:  # prepared again and rewritten
+        assert {"image_right", "image_left"} <= set(data.files)
 
 
 def test_augmented_batches_have_network_shapes(eyes):

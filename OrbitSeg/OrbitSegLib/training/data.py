@@ -21,6 +21,7 @@ import json
 import logging
 import multiprocessing
 import os
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -253,28 +254,42 @@ def _single_threaded() -> None:
 
 def _prepare_study(study: Study, spec: GridSpec, rng_seed: list[int],
                    path: Path | None) -> tuple[list[EyeVolume], str | None]:
-    """One study's eyes (written to ``path`` when given), or no eyes and the warning that says why."""
+    """One study's eyes (written to ``path`` when given) and a warning or ``None``: no eyes and why when
+    the study cannot be prepared, its eyes and why when they could not be cached."""
     try:
         ct, labels = study.load()
         new = eye_volumes(ct, labels, spec, training_voi(ct, labels, np.random.default_rng(rng_seed)), study.case_id)
     except OrbitSegError as exc:
         return [], f"skipping study {study.case_id}: {exc}"
-    if path is not None and new:
-        arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in new
-                  for kind in ("image", "classes", "fractions", "annotated") if getattr(e, kind) is not None}
-        tmp = path.with_suffix(".tmp.npz")
+    return new, _write_cached(path, new) if path is not None and new else None
+
+
+def _write_cached(path: Path, eyes: list[EyeVolume]) -> str | None:
+    """Write one study's eyes to the cache (atomically). A failure, such as a full disk, costs only
+    the cache: it gives a warning and the eyes are still used."""
+    arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in eyes
+              for kind in ("image", "classes", "fractions", "annotated") if getattr(e, kind) is not None}
+    tmp = path.with_suffix(".tmp.npz")
+    try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    return new, None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return f"study {eyes[0].case_id} could not be cached ({exc}); training goes on, and a later run prepares it again"
+    return None
 
 
 def _read_cached(path: Path, case_id: str) -> list[EyeVolume] | None:
-    """The eyes of one cached study, or ``None`` for a cache file written before eyes recorded their
-    annotated structures (prepared again)."""
-    with np.load(path) as data:
-        sides = [s for s in structures.SIDES if f"image_{s}" in data]
-        if any(f"annotated_{s}" not in data for s in sides):
-            return None
-        return [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], case_id, s,
-                          data[f"fractions_{s}"] if f"fractions_{s}" in data else None, data[f"annotated_{s}"])
-                for s in sides]
+    """The eyes of one cached study, or ``None`` (prepared again) for a cache file written before eyes
+    recorded their annotated structures or one that cannot be read (damaged by hand or by a disk error)."""
+    try:
+        with np.load(path) as data:
+            sides = [s for s in structures.SIDES if f"image_{s}" in data]
+            if not sides or any(f"annotated_{s}" not in data for s in sides):
+                return None
+            return [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], case_id, s,
+                              data[f"fractions_{s}"] if f"fractions_{s}" in data else None, data[f"annotated_{s}"])
+                    for s in sides]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("the cached eyes of study %s cannot be read (%s); preparing it again", case_id, exc)
+        return None
