@@ -355,6 +355,7 @@ class OrbitSegTrainingTest(ScriptedLoadableModuleTest):
             process.start(job.arguments())
             self.assertTrue(process.waitForFinished(3600), "training did not finish")
             self.assertEqual(process.exitCode, 0, "\n".join(process._stderr.lines[-20:]))
+            self.assertEqual(len(list(job.cache_dir.glob("*.npz"))), 3)  # kept for a resumed run
             self.assertGreaterEqual(logic.refreshLog(job, table), 1)
             rows = tablenodes.table_node_rows(table)
             self.assertEqual([r["fold"] for r in rows], [0])  # one fold, one epoch
