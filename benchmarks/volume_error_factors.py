@@ -21,6 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from OrbitSegLib import structures
+from OrbitSegLib.batch import read_studies
+from OrbitSegLib.phantom.dataset import INFO_NAME, LABELS_NAME
 from OrbitSegLib.tables import read_csv
 
 POSTERIOR_MM = 3.0
@@ -38,12 +40,12 @@ def case_factors(info: dict) -> dict[str, float]:
 
 def case_folders(studies: Path) -> dict[str, Path]:
     """Study id -> the folder holding its phantom CT, ``info.json`` and reference ``labels.nii.gz``."""
-    return {s["id"]: (studies.parent / s["image"]).parent for s in read_csv(studies)}
+    return {study.id: study.image.parent for study in read_studies(studies)}
 
 
 def factor_correlations(evaluation: Path, folders: dict[str, Path]) -> list[dict]:
     """Per structure: eyes, mean and SD of the volume difference, and its r with every case factor."""
-    factors = {i: case_factors(json.loads((f / "info.json").read_text(encoding="utf-8"))) for i, f in folders.items()}
+    factors = {i: case_factors(json.loads((f / INFO_NAME).read_text(encoding="utf-8"))) for i, f in folders.items()}
     rows = [r for r in read_csv(evaluation / "results" / "volumes.csv") if r.get("difference_cm3")]
     out = []
     for structure in structures.STRUCTURES:
@@ -68,7 +70,7 @@ def optic_nerve_ends(evaluation: Path, folders: dict[str, Path]) -> list[dict]:
         result = evaluation / "results" / study_id / "labels.nii.gz"
         if not result.is_file():
             continue
-        reference = sitk.ReadImage(str(folder / "labels.nii.gz"))
+        reference = sitk.ReadImage(str(folder / LABELS_NAME))
         ref, seg = sitk.GetArrayFromImage(reference), sitk.GetArrayFromImage(sitk.ReadImage(str(result)))
         spacing = np.array(reference.GetSpacing())[::-1]  # [z, y, x] mm
         voxel_cm3 = float(np.prod(spacing)) / 1000.0
