@@ -101,9 +101,11 @@ def expected_agreement(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     rel = 100 * diff / ref
     constant = np.ptp(pred) == 0 or np.ptp(ref) == 0
     r, p = (math.nan, math.nan) if constant else stats.pearsonr(pred, ref)
+    half = stats.norm.ppf(0.975) / np.sqrt(len(pred) - 3) if len(pred) >= 4 else math.nan
     sd = np.std(diff, ddof=1)
     return {"n": len(pred), "mae": np.mean(np.abs(diff)), "rmse": np.sqrt(np.mean(diff ** 2)), "pearson_r": r,
-            "pearson_p": p, "relative_error_mean_pct": rel.mean(), "relative_error_min_pct": rel.min(),
+            "pearson_p": p, "pearson_r_ci_low": np.tanh(np.arctanh(r) - half),
+            "pearson_r_ci_high": np.tanh(np.arctanh(r) + half), "relative_error_mean_pct": rel.mean(), "relative_error_min_pct": rel.min(),
             "relative_error_max_pct": rel.max(), "bland_altman_bias": diff.mean(),
             "bland_altman_lower": diff.mean() - 1.96 * sd, "bland_altman_upper": diff.mean() + 1.96 * sd}
 
@@ -170,6 +172,7 @@ def test_batch_outputs_errors_agreement_report_and_resume(tmp_path, study_list, 
     assert "<script" not in report.lower() and "@import" not in report
     assert report.count("data:image/png;base64,") == len(GOOD)
     assert report.count("data:image/svg+xml;base64,") == 3  # scatter, Bland–Altman, asymmetry
+    assert "Pearson R [95% CI]" in report
     assert all(s in report for s in GOOD) and "end slice 999 is outside the image" in report
     log = (out / "batch.log").read_text(encoding="utf-8")
     assert all(f"{s}: done" in log for s in GOOD) and "badref: FAILED at read reference" in log

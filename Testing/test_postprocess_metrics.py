@@ -120,8 +120,15 @@ def test_agreement_against_scipy():
     assert result["relative_error_max_pct"] == pytest.approx(np.max(100 * diff / ref))
     assert result["bland_altman_bias"] == pytest.approx(diff.mean())
     assert result["bland_altman_upper"] == pytest.approx(diff.mean() + 1.96 * stats.tstd(diff))
+    # Fisher's z interval, by hand: tanh(atanh(r) ± z₀.₉₇₅ / √(n − 3))
+    half = stats.norm.ppf(0.975) / np.sqrt(12 - 3)
+    assert result["pearson_r_ci_low"] == pytest.approx(np.tanh(np.arctanh(r) - half))
+    assert result["pearson_r_ci_high"] == pytest.approx(np.tanh(np.arctanh(r) + half))
+    assert result["pearson_r_ci_low"] < r < result["pearson_r_ci_high"]
     short = metrics.agreement([1.0, 2.0], [1.1, 2.2])
     assert math.isnan(short["pearson_r"]) and short["n"] == 2
+    three = metrics.agreement([1.0, 2.0, 3.5], [1.1, 2.2, 3.0])  # R, but too few for an interval
+    assert math.isfinite(three["pearson_r"]) and math.isnan(three["pearson_r_ci_low"])
 
 
 def test_volume_and_agreement_rows():

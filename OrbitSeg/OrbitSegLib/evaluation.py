@@ -2,8 +2,9 @@
 
 Input: long-format volume rows, one per study, side and structure, holding ``volume_cm3``,
 ``reference_volume_cm3`` and the overlap metrics (what batch mode writes to ``volumes.csv``).
-Output: per structure and side the mean ± SD of IoU, Dice, VS, sensitivity and specificity; per
-structure the volume agreement (MAE, RMSE, Pearson R); and a markdown report. On phantom cases, which
+Output: per structure and side the mean ± SD of IoU, Dice, VS, sensitivity and specificity, with 95 %
+confidence intervals of the mean IoU and Dice; per structure the volume agreement (MAE, RMSE, Pearson R
+with its 95 % confidence interval); and a markdown report. On phantom cases, which
 know each structure's exact volume, also how the model's and the reference labelmap's volumes agree
 with the exact ones.
 """
@@ -41,6 +42,11 @@ PAPER_SEQ_UNET = {"dice": {"globe": 0.86, "muscles": 0.54, "optic_nerve": 0.34, 
 
 MUSCLES = ("superior_rectus", "inferior_rectus", "medial_rectus", "lateral_rectus")
 
+CI_METRICS = ("iou", "dice")
+"""Overlap metrics whose mean gets a 95 % confidence interval (:func:`study_bootstrap_ci`)."""
+
+BOOTSTRAP_RESAMPLES = 4999
+
 
 def _values(rows: Iterable[dict], metric: str) -> np.ndarray:
     out = []
@@ -54,8 +60,42 @@ def _values(rows: Iterable[dict], metric: str) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
+def _ratio_of_sums(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    return sums.sum(axis=axis) / counts.sum(axis=axis)
+
+
+def study_bootstrap_ci(rows: Iterable[dict], metric: str, confidence: float = 0.95) -> tuple[float, float]:
+    """Confidence interval (low, high) of the mean of ``metric`` over ``rows``: a BCa bootstrap over
+    studies (SciPy, :data:`BOOTSTRAP_RESAMPLES` resamples, a fixed seed, so reruns agree).
+
+    A study's rows (its two eyes) are resampled together, since they share one scan, patient and
+    protocol and are not independent; the statistic is the mean over the rows of the resampled
+    studies, i.e. the same mean the summary reports. (NaN, NaN) with fewer than 3 studies.
+    """
+    per_study: dict[str, list[float]] = {}
+    for r in rows:
+        values = _values([r], metric)
+        if len(values):
+            per_study.setdefault(str(r.get("id", r.get("study", ""))), []).append(float(values[0]))
+    if len(per_study) < 3:
+        return math.nan, math.nan
+    sums = np.array([sum(v) for v in per_study.values()])
+    counts = np.array([len(v) for v in per_study.values()], dtype=float)
+    if np.ptp(sums / counts) == 0:  # every study alike: no spread to resample
+        mean = float(sums.sum() / counts.sum())
+        return mean, mean
+    from scipy import stats  # here, not at the top: it costs every process ~0.4 s to import
+
+    result = stats.bootstrap((sums, counts), _ratio_of_sums, paired=True, vectorized=True,
+                             n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=confidence, method="BCa",
+                             rng=np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def overlap_summary(rows: Sequence[dict]) -> list[dict]:
-    """Mean and SD of each overlap metric per structure and side (``side = "both"`` pools the sides)."""
+    """Mean and SD of each overlap metric per structure and side (``side = "both"`` pools the sides),
+    and the 95 % confidence interval of the mean of each of :data:`CI_METRICS`
+    (``{metric}_ci_low``/``_ci_high``, :func:`study_bootstrap_ci`)."""
     summary = []
     for s in structures.STRUCTURES:
         for side in ("both",) + structures.SIDES:
@@ -67,6 +107,8 @@ def overlap_summary(rows: Sequence[dict]) -> list[dict]:
                 values = _values(chosen, metric)
                 row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
                 row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            for metric in CI_METRICS:
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = study_bootstrap_ci(chosen, metric)
             summary.append(row)
     return summary
 
@@ -108,21 +150,27 @@ def markdown_report(title: str, rows: Sequence[dict], model_note: str = "") -> s
     if model_note:
         lines += [model_note, ""]
     studies = len({r.get("id", r.get("study", "")) for r in rows})
-    lines += [f"{studies} held-out studies, {len(rows)} structure rows.", "",
-              "| structure | side | n | IoU | Dice | VS | sensitivity | specificity |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"{studies} held-out studies, {len(rows)} structure rows. 95% confidence intervals: of the mean "
+              "IoU by a bootstrap over studies (both eyes of a study resampled together), of Pearson R by "
+              "Fisher's z over eyes.", "",
+              "| structure | side | n | IoU | IoU 95% CI | Dice | VS | sensitivity | specificity |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in overlap_summary(rows):
         cells = [f"{_f(r[f'{m}_mean'])} ± {_f(r[f'{m}_sd'])}" if m != "specificity" else
                  f"{_f(r[f'{m}_mean'], 5)}" for m in OVERLAP_METRICS]
+        cells.insert(OVERLAP_METRICS.index("iou") + 1, f"{_f(r['iou_ci_low'])} … {_f(r['iou_ci_high'])}")
         lines.append(f"| {structures.structure(r['structure']).display_name} | {r['side']} | {r['n']} | "
                      + " | ".join(cells) + " |")
-    lines += ["", "| structure | n | MAE cm³ | RMSE cm³ | Pearson R | mean rel. error % | BA bias cm³ | BA 95% limits cm³ |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| structure | n | MAE cm³ | RMSE cm³ | Pearson R | R 95% CI | mean rel. error % | BA bias cm³ | "
+                  "BA 95% limits cm³ |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for a in agreement_rows(rows):
         if a["side"] != "both":
             continue
         lines.append(f"| {structures.structure(a['structure']).display_name} | {a['n']} | {_f(a['mae'])} | "
-                     f"{_f(a['rmse'])} | {_f(a['pearson_r'], 4)} | {_f(a['relative_error_mean_pct'], 1)} | "
+                     f"{_f(a['rmse'])} | {_f(a['pearson_r'], 4)} | "
+                     f"{_f(a['pearson_r_ci_low'], 3)} … {_f(a['pearson_r_ci_high'], 3)} | "
+                     f"{_f(a['relative_error_mean_pct'], 1)} | "
                      f"{_f(a['bland_altman_bias'])} | {_f(a['bland_altman_lower'])} … {_f(a['bland_altman_upper'])} |")
     h = headline(rows)
     lines += ["", f"Headline: TAO-structure mean IoU {_f(h['tao_mean_iou'])} (lowest {_f(h['tao_min_iou'])}), "

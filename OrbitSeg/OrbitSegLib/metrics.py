@@ -195,16 +195,17 @@ def _joint_histogram(pred: np.ndarray, ref: np.ndarray, n_labels: int, slab: int
 def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
     """Agreement of predicted vs reference volumes across studies (cm³).
 
-    Returns n, MAE, RMSE, Pearson R and its p-value (NaN for n < 3 or constant data), relative error
-    (pred − ref)/ref in % as mean/min/max, and Bland–Altman bias and 95% limits (bias ± 1.96·SD,
-    SD with n − 1).
+    Returns n, MAE, RMSE, Pearson R and its p-value (NaN for n < 3 or constant data) with its 95 %
+    confidence interval (Fisher's z; NaN for n < 4), relative error (pred − ref)/ref in % as
+    mean/min/max, and Bland–Altman bias and 95% limits (bias ± 1.96·SD, SD with n − 1).
     """
     pred = np.asarray(predicted, dtype=float)
     ref = np.asarray(reference, dtype=float)
     if pred.shape != ref.shape:
         raise ValueError("predicted and reference volumes differ in length")
     n = int(pred.size)
-    result = {key: math.nan for key in ("mae", "rmse", "pearson_r", "pearson_p", "relative_error_mean_pct",
+    result = {key: math.nan for key in ("mae", "rmse", "pearson_r", "pearson_p", "pearson_r_ci_low",
+                                        "pearson_r_ci_high", "relative_error_mean_pct",
                                         "relative_error_min_pct", "relative_error_max_pct", "bland_altman_bias",
                                         "bland_altman_lower", "bland_altman_upper")}
     result["n"] = n
@@ -216,8 +217,11 @@ def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict[st
     if n >= 3 and np.ptp(pred) > 0 and np.ptp(ref) > 0:
         from scipy import stats  # here, not at the top: it costs every process ~0.4 s to import
 
-        r, p = stats.pearsonr(pred, ref)
-        result["pearson_r"], result["pearson_p"] = float(r), float(p)
+        pearson = stats.pearsonr(pred, ref)
+        result["pearson_r"], result["pearson_p"] = float(pearson.statistic), float(pearson.pvalue)
+        if n >= 4:
+            interval = pearson.confidence_interval(0.95)
+            result["pearson_r_ci_low"], result["pearson_r_ci_high"] = float(interval.low), float(interval.high)
     valid = ref != 0
     if valid.any():
         rel = 100.0 * diff[valid] / ref[valid]

@@ -13,9 +13,9 @@ from .metrics import REFERENCE_METRICS, agreement
 
 VOLUME_COLUMNS = ("side", "structure", "segment", "label_value", "volume_cm3")
 REFERENCE_COLUMNS = REFERENCE_METRICS
-AGREEMENT_COLUMNS = ("structure", "side", "n", "mae", "rmse", "pearson_r", "pearson_p", "relative_error_mean_pct",
-                     "relative_error_min_pct", "relative_error_max_pct", "bland_altman_bias", "bland_altman_lower",
-                     "bland_altman_upper")
+AGREEMENT_COLUMNS = ("structure", "side", "n", "mae", "rmse", "pearson_r", "pearson_p", "pearson_r_ci_low",
+                     "pearson_r_ci_high", "relative_error_mean_pct", "relative_error_min_pct", "relative_error_max_pct",
+                     "bland_altman_bias", "bland_altman_lower", "bland_altman_upper")
 
 
 def volume_rows(volumes: dict[tuple[str, str], float], sides: Sequence[str],

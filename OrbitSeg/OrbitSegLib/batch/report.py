@@ -171,7 +171,7 @@ def _errors_section(rows: list[dict]) -> str:
 
 
 def _agreement_section(tables: BatchTables) -> str:
-    header = ["structure", "side", "n", "MAE cm³", "RMSE cm³", "Pearson R", "p",
+    header = ["structure", "side", "n", "MAE cm³", "RMSE cm³", "Pearson R [95% CI]", "p",
               "relative error % mean [min, max]", "Bland–Altman bias [95% limits] cm³"]
     rows = []
     for r in tables.agreement_rows:
@@ -180,9 +180,11 @@ def _agreement_section(tables: BatchTables) -> str:
                     f"{_fmt(r['relative_error_max_pct'], 1, True)}]")
         bland_altman = (f"{_fmt(r['bland_altman_bias'], signed=True)} [{_fmt(r['bland_altman_lower'], signed=True)}, "
                         f"{_fmt(r['bland_altman_upper'], signed=True)}]")
+        pearson = _fmt(r["pearson_r"])
+        if math.isfinite(_float(r["pearson_r_ci_low"])):
+            pearson += f" [{_fmt(r['pearson_r_ci_low'])}, {_fmt(r['pearson_r_ci_high'])}]"
         rows.append([_e(_display(r["structure"])) if r["side"] == "both" else "", _e(side), str(r["n"]),
-                     _fmt(r["mae"]), _fmt(r["rmse"]), _fmt(r["pearson_r"]), _fmt_p(r["pearson_p"]), relative,
-                     bland_altman])
+                     _fmt(r["mae"]), _fmt(r["rmse"]), pearson, _fmt_p(r["pearson_p"]), relative, bland_altman])
     scatter, bland_altman = _agreement_plots(tables)
     return ("<h2>Agreement with the reference</h2>"
             "<p class=\"note\">Volumes of OrbitSeg against the reference segmentation, per structure over "
@@ -350,6 +352,7 @@ def _gallery_section(out: Path, studies: list[Study], tables: BatchTables) -> st
 def _definitions() -> str:
     return ("<h2>Definitions</h2><p class=\"note\">Volume = voxel count × voxel volume (as Slicer's "
             "Segment Statistics). MAE and RMSE: mean absolute and root-mean-square difference to the reference "
-            "in cm³; Pearson R with its two-sided p-value (n ≥ 3); Bland–Altman bias = mean difference, "
+            "in cm³; Pearson R with its two-sided p-value (n ≥ 3) and 95% confidence interval (Fisher's z, "
+            "n ≥ 4); Bland–Altman bias = mean difference, "
             "95% limits = bias ± 1.96 SD. Per-study overlap metrics (IoU, Dice, volume similarity, "
             "sensitivity, specificity) are in <code>volumes.csv</code>.</p>")
