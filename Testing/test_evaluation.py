@@ -83,6 +83,8 @@ def test_headline_numbers():
     per_structure = [np.mean([r["iou"] for r in rows if r["structure"] == k]) for k in structures.TAO_KEYS]
     assert h["tao_mean_iou"] == pytest.approx(np.mean(per_structure))
     assert h["tao_min_iou"] == pytest.approx(min(per_structure))
+    assert h["tao_mean_iou_ci_low"] < h["tao_mean_iou"] < h["tao_mean_iou_ci_high"]
+    assert np.isnan(evaluation.headline(_rows(studies=2))["tao_mean_iou_ci_low"])
     assert h["globe_iou"] == pytest.approx(np.mean([r["iou"] for r in rows if r["structure"] == "globe"]))
     text = evaluation.markdown_report("demo", rows)
     assert "| medial rectus | left | 4 |" in text and "Headline" in text

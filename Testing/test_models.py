@@ -279,6 +279,9 @@ def test_record_metrics_adds_held_out_numbers_and_keeps_the_weights(tmp_path):
                for k in before if before[k].is_floating_point())
     assert card.summary().endswith("held-out (24 phantom cases, seed 999): TAO mean IoU 0.800, globe IoU 0.950, "
                                    "muscle Dice 0.890, optic nerve Dice 0.910")
+    # references without globes: evaluate records None for what it had nothing to measure on
+    models.record_metrics(path, "held_out", {**held_out, "globe_iou": None})
+    assert "TAO mean IoU 0.800, globe IoU –, muscle Dice 0.890" in models.read_card(path).summary()
 
 
 def test_corrupted_weights_fail_the_checksum(saved):

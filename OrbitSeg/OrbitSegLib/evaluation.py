@@ -113,17 +113,33 @@ def overlap_summary(rows: Sequence[dict]) -> list[dict]:
     return summary
 
 
+def _tao_eye_rows(rows: Sequence[dict]) -> list[dict]:
+    """One row per eye with all five TAO structures' IoU: its study id and their mean (``tao_iou``)."""
+    eyes: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        values = _values([r], "iou") if r["structure"] in structures.TAO_KEYS else ()
+        if len(values):
+            eyes.setdefault((str(r.get("id", r.get("study", ""))), r["side"]), []).append(float(values[0]))
+    return [{"id": study, "tao_iou": float(np.mean(v))} for (study, _side), v in eyes.items()
+            if len(v) == len(structures.TAO_KEYS)]
+
+
 def headline(rows: Sequence[dict]) -> dict[str, float]:
-    """Headline numbers: mean IoU over the five TAO structures, globe IoU, worst TAO-structure IoU,
-    mean muscle Dice, optic nerve Dice, and the worst per-structure Pearson R and MAE (pooled sides)."""
+    """Headline numbers: mean IoU over the five TAO structures with the 95 % confidence interval of
+    the eyes' five-structure mean (:func:`study_bootstrap_ci`; eyes with all five), globe IoU, worst
+    TAO-structure IoU, mean muscle Dice, optic nerve Dice, and the worst per-structure Pearson R and
+    MAE (pooled sides)."""
     def mean_of(metric: str, keys: Sequence[str]) -> float:
         values = _values([r for r in rows if r["structure"] in keys], metric)
         return float(values.mean()) if len(values) else math.nan
 
     per_structure_iou = [mean_of("iou", (k,)) for k in structures.TAO_KEYS]
     agreement = [a for a in agreement_rows(rows) if a["side"] == "both"]
+    tao_ci = study_bootstrap_ci(_tao_eye_rows(rows), "tao_iou")
     return {
         "tao_mean_iou": float(np.mean(per_structure_iou)),
+        "tao_mean_iou_ci_low": tao_ci[0],
+        "tao_mean_iou_ci_high": tao_ci[1],
         "tao_min_iou": float(np.min(per_structure_iou)),
         "globe_iou": mean_of("iou", ("globe",)),
         "muscle_dice": mean_of("dice", MUSCLES),
@@ -173,7 +189,8 @@ def markdown_report(title: str, rows: Sequence[dict], model_note: str = "") -> s
                      f"{_f(a['relative_error_mean_pct'], 1)} | "
                      f"{_f(a['bland_altman_bias'])} | {_f(a['bland_altman_lower'])} … {_f(a['bland_altman_upper'])} |")
     h = headline(rows)
-    lines += ["", f"Headline: TAO-structure mean IoU {_f(h['tao_mean_iou'])} (lowest {_f(h['tao_min_iou'])}), "
+    lines += ["", f"Headline: TAO-structure mean IoU {_f(h['tao_mean_iou'])} (95% CI {_f(h['tao_mean_iou_ci_low'])}"
+                  f"–{_f(h['tao_mean_iou_ci_high'])}; lowest structure {_f(h['tao_min_iou'])}), "
                   f"globe IoU {_f(h['globe_iou'])}, muscle Dice {_f(h['muscle_dice'])}, optic nerve Dice "
                   f"{_f(h['optic_nerve_dice'])}, lowest volume Pearson R {_f(h['min_pearson_r'], 4)}, "
                   f"largest volume MAE {_f(h['max_mae'])} cm³.", ""]
@@ -247,7 +264,7 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     ``config`` is a :class:`batch.BatchConfig`. Writes the batch outputs into ``out_dir/results`` and
     ``out_dir/accuracy.md``, ``out_dir/overlap_summary.csv`` and ``out_dir/headline.json``, and for
     phantom cases ``out_dir/exact_volumes.csv`` (:func:`exact_volume_agreement`); returns the headline
-    numbers.
+    numbers (as in ``headline.json``: None where a number is undefined, e.g. an interval of 2 studies).
     """
     from .batch import read_studies, run_batch
     from .phantom import exact_volumes
@@ -260,7 +277,7 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     rows = [r for r in read_csv(summary.paths["volumes"]) if r.get("reference_volume_cm3", "") != ""]
     if not rows:
         raise OrbitSegError(f"no study with a reference was segmented; see {summary.paths['errors']}")
-    numbers = headline(rows)
+    numbers = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in headline(rows).items()}
     numbers["studies"] = len({r["id"] for r in rows})
     numbers["failed_studies"] = summary.counts.failed
     write_csv(overlap_summary(rows), out / "overlap_summary.csv")
@@ -272,6 +289,5 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     with atomic_path(out / "accuracy.md") as tmp:
         tmp.write_text(report, encoding="utf-8")
     with atomic_path(out / "headline.json") as tmp:
-        tmp.write_text(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v
-                                   for k, v in numbers.items()}, indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps(numbers, indent=2), encoding="utf-8")
     return numbers

@@ -124,10 +124,14 @@ class ModelCard:
                  f"window {self.window[0]:g}/{self.window[1]:g} HU", f"created {self.created[:10] or '?'}"]
         held_out = self.metrics.get("held_out")
         if isinstance(held_out, dict) and "tao_mean_iou" in held_out:
+            def number(key: str) -> str:  # None where the evaluation had nothing to measure it on
+                value = held_out.get(key)
+                return "–" if value is None else f"{value:.3f}"
+
             scalars += (", " if scalars else "") + (
-                f"held-out ({held_out.get('data', '?')}): TAO mean IoU {held_out['tao_mean_iou']:.3f}, "
-                f"globe IoU {held_out['globe_iou']:.3f}, muscle Dice {held_out['muscle_dice']:.3f}, "
-                f"optic nerve Dice {held_out['optic_nerve_dice']:.3f}")
+                f"held-out ({held_out.get('data', '?')}): TAO mean IoU {number('tao_mean_iou')}, "
+                f"globe IoU {number('globe_iou')}, muscle Dice {number('muscle_dice')}, "
+                f"optic nerve Dice {number('optic_nerve_dice')}")
         return "; ".join(parts + ([scalars] if scalars else []))
 
     def to_dict(self) -> dict:
