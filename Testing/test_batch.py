@@ -105,8 +105,8 @@ def expected_agreement(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     sd = np.std(diff, ddof=1)
     return {"n": len(pred), "mae": np.mean(np.abs(diff)), "rmse": np.sqrt(np.mean(diff ** 2)), "pearson_r": r,
             "pearson_p": p, "pearson_r_ci_low": np.tanh(np.arctanh(r) - half),
-            "pearson_r_ci_high": np.tanh(np.arctanh(r) + half), "relative_error_mean_pct": rel.mean(), "relative_error_min_pct": rel.min(),
-            "relative_error_max_pct": rel.max(), "bland_altman_bias": diff.mean(),
+            "pearson_r_ci_high": np.tanh(np.arctanh(r) + half), "relative_error_mean_pct": rel.mean(),
+            "relative_error_min_pct": rel.min(), "relative_error_max_pct": rel.max(), "bland_altman_bias": diff.mean(),
             "bland_altman_lower": diff.mean() - 1.96 * sd, "bland_altman_upper": diff.mean() + 1.96 * sd}
 
 

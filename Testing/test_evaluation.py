@@ -68,7 +68,7 @@ def test_study_bootstrap_interval_covers_the_true_mean():
     the 95 % interval holds the true mean in about 95 % of them."""
     rng = np.random.default_rng(11)
     true_mean, hits = 1 - 0.15, 0
-    for trial in range(200):
+    for _ in range(200):
         study_effect = rng.exponential(0.1, size=24)  # mean 0.1: a skewed, study-wide loss
         rows = [{"id": f"s{i}", "iou": 1 - 0.05 - study_effect[i] + rng.normal(0, 0.02)}
                 for i in range(24) for _eye in range(2)]
