@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="accuracy of a model on studies with references or on fresh phantom cases",
                                    description="Runs batch mode with references and writes accuracy.md (IoU, Dice, VS, "
                                                "sensitivity, specificity per structure and side; volume MAE, RMSE, "
-                                               "Pearson R), overlap_summary.csv and headline.json into --out.")
+                                               "Pearson R; 95% confidence intervals of the mean IoU and of R), "
+                                               "overlap_summary.csv and headline.json into --out.")
     evaluate.add_argument("--studies", default=None, help="study list with a reference column")
     evaluate.add_argument("--phantom", type=int, default=None, metavar="N", help="evaluate on N fresh phantom cases")
     evaluate.add_argument("--seed", type=int, default=999, help="phantom seed (keep it apart from training seeds)")
