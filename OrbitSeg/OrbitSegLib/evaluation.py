@@ -48,16 +48,21 @@ CI_METRICS = ("iou", "dice")
 BOOTSTRAP_RESAMPLES = 4999
 
 
+def _value(row: dict, metric: str) -> float | None:
+    """``row[metric]`` as a float, or None where it is missing, empty or not finite."""
+    try:
+        value = float(row[metric])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _values(rows: Iterable[dict], metric: str) -> np.ndarray:
-    out = []
-    for r in rows:
-        try:
-            value = float(r[metric])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if math.isfinite(value):
-            out.append(value)
-    return np.array(out, dtype=float)
+    return np.array([v for v in (_value(r, metric) for r in rows) if v is not None], dtype=float)
+
+
+def _study_id(row: dict) -> str:
+    return str(row.get("id", row.get("study", "")))
 
 
 def _ratio_of_sums(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -74,9 +79,9 @@ def study_bootstrap_ci(rows: Iterable[dict], metric: str, confidence: float = 0.
     """
     per_study: dict[str, list[float]] = {}
     for r in rows:
-        values = _values([r], metric)
-        if len(values):
-            per_study.setdefault(str(r.get("id", r.get("study", ""))), []).append(float(values[0]))
+        value = _value(r, metric)
+        if value is not None:
+            per_study.setdefault(_study_id(r), []).append(value)
     if len(per_study) < 3:
         return math.nan, math.nan
     sums = np.array([sum(v) for v in per_study.values()])
@@ -117,9 +122,9 @@ def _tao_eye_rows(rows: Sequence[dict]) -> list[dict]:
     """One row per eye with all five TAO structures' IoU: its study id and their mean (``tao_iou``)."""
     eyes: dict[tuple[str, str], list[float]] = {}
     for r in rows:
-        values = _values([r], "iou") if r["structure"] in structures.TAO_KEYS else ()
-        if len(values):
-            eyes.setdefault((str(r.get("id", r.get("study", ""))), r["side"]), []).append(float(values[0]))
+        value = _value(r, "iou") if r["structure"] in structures.TAO_KEYS else None
+        if value is not None:
+            eyes.setdefault((_study_id(r), r["side"]), []).append(value)
     return [{"id": study, "tao_iou": float(np.mean(v))} for (study, _side), v in eyes.items()
             if len(v) == len(structures.TAO_KEYS)]
 
@@ -165,7 +170,7 @@ def markdown_report(title: str, rows: Sequence[dict], model_note: str = "") -> s
     lines = [f"### {title}", ""]
     if model_note:
         lines += [model_note, ""]
-    studies = len({r.get("id", r.get("study", "")) for r in rows})
+    studies = len({_study_id(r) for r in rows})
     lines += [f"{studies} held-out studies, {len(rows)} structure rows. 95% confidence intervals: of the mean "
               "IoU by a bootstrap over studies (both eyes of a study resampled together), of Pearson R by "
               "Fisher's z over eyes.", "",
@@ -207,7 +212,7 @@ def exact_volume_agreement(rows: Sequence[dict], exact: dict[str, dict[str, dict
     exact volumes. The reference's own numbers bound what agreement with the reference can mean: a
     labelmap counts whole voxels, so it measures a structure only as well as its voxels resolve it.
     """
-    chosen = [r for r in rows if r.get("id") in exact and _values([r], "reference_volume_cm3").size]
+    chosen = [r for r in rows if r.get("id") in exact and _value(r, "reference_volume_cm3") is not None]
     table: dict[str, dict] = {}  # structure key -> row, in agreement_rows' structure order
     for who, column in (("model", "volume_cm3"), ("reference", "reference_volume_cm3")):
         against = [{"structure": r["structure"], "side": r["side"], "volume_cm3": r[column],
