@@ -71,6 +71,7 @@ def _inference_options(args):
 
 def cmd_segment(args) -> int:
     from .pipeline import run_segmentation
+    from .qa import format_findings
     from .sample import sample_case
     from .tables import format_volume_table
     from .voi import VOI
@@ -86,9 +87,12 @@ def cmd_segment(args) -> int:
     result = run_segmentation(ct, args.out, args.model, reference_path=reference, voi=voi, start_slice=args.start,
                               end_slice=args.end, side=args.side, device=args.device,
                               options=_inference_options(args), progress=_progress_printer(args.progress))
-    print(f"Device: {result.device_note}", file=sys.stderr)
+    print(f"Device: {result.device} ({result.device_note})", file=sys.stderr)
     print(f"Slices {result.voi.start_slice}..{result.voi.end_slice}; outputs in {args.out}", file=sys.stderr)
     print(format_volume_table(result.rows))
+    findings = format_findings(result.findings)
+    if findings:
+        print("\n" + findings)
     return 0
 
 
@@ -401,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except OrbitSegError as exc:
         print(f"orbitseg: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a disk or permission problem met after the checks (e.g. the disk filled up)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"orbitseg: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("orbitseg: interrupted", file=sys.stderr)

@@ -7,7 +7,6 @@ Conventions used across OrbitSeg:
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -16,13 +15,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .dicomseries import read_dicom_series
 from .errors import OrbitSegError
 
-log = logging.getLogger(__name__)
-
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-AIR_CHECK_HU = -500
-"""A CT in HU whose lowest value is above this has no air: probably stored without its rescale."""
 
 
 def _suffix(path: Path) -> str:
@@ -36,34 +32,21 @@ def _suffix(path: Path) -> str:
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read a 3D scalar CT from a NIfTI/NRRD/MHA file or a DICOM series folder.
 
-    Geometry is kept exactly as stored. Raises :class:`OrbitSegError` naming the file and the problem
+    Geometry is kept exactly as stored; a DICOM series with gantry tilt or uneven slice steps is
+    resampled onto a regular grid (:mod:`dicomseries`), and says so in its metadata. Raises :class:`OrbitSegError` naming the file and the problem
     for a missing or unreadable file, a 2D/4D image, a vector/RGB image or non-finite voxels.
     """
     path = Path(path)
     if not path.exists():
         raise OrbitSegError(f"{path}: file not found")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
+        image = read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((line for line in first if "Exception" not in line and line.strip()), "unreadable")
         raise OrbitSegError(f"{path}: cannot read image ({detail.strip()[:200]})") from None
     check_ct(image, path)
     return image
-
-
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise OrbitSegError(f"{folder}: folder holds no DICOM series")
-    files_per_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
-    chosen = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
-    if len(series) > 1:
-        log.warning("%s holds %d DICOM series; reading the largest (%s, %d files)",
-                    folder, len(series), chosen, len(files_per_series[chosen]))
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files_per_series[chosen])
-    return reader.Execute()
 
 
 def check_ct(image: sitk.Image, source: str | os.PathLike = "image") -> None:
@@ -81,20 +64,6 @@ def check_ct(image: sitk.Image, source: str | os.PathLike = "image") -> None:
         if not np.isfinite(array).all():
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
             raise OrbitSegError(f"{source}: {bad} voxels are NaN or infinite")
-
-
-def check_segmentable(image: sitk.Image, source: str = "the CT") -> None:
-    """Beyond :func:`check_ct`, what segmenting needs: at least 4 voxels along every axis (else
-    :class:`OrbitSegError`), and values in Hounsfield units: a warning when no voxel is air-like
-    (below :data:`AIR_CHECK_HU`), as for a CT stored without its rescale."""
-    if min(image.GetSize()) < 4:
-        raise OrbitSegError(f"{source}: size {image.GetSize()} has fewer than 4 voxels along an axis; OrbitSeg needs "
-                            "a CT volume covering both orbits")
-    lowest = float(sitk.GetArrayViewFromImage(image).min())
-    if lowest > AIR_CHECK_HU:
-        log.warning("%s: no voxel is below %d HU (lowest %g), but a CT in Hounsfield units has air at about -1000. "
-                    "If its values are stored without their rescale (e.g. 0..4095), convert them to HU first, or "
-                    "the results will be wrong", source, AIR_CHECK_HU, lowest)
 
 
 @contextmanager

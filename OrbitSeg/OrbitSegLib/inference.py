@@ -43,12 +43,17 @@ class DeviceChoice:
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def name(self) -> str:
+        """The device as a value a script can test: ``cpu`` or ``cuda:<index>``."""
+        return f"cuda:{self.device.index or 0}" if self.is_cuda else "cpu"
+
 
 def select_device(choice: str = "auto") -> DeviceChoice:
     """Resolve ``auto|cuda|gpu|cpu`` to a torch device.
 
     ``cuda`` without a usable GPU is an error (never a silent fallback); ``auto`` falls back to the
-    CPU and logs a warning saying so.
+    CPU and its note says so (the caller shows the note once: the CLI on stderr, the panel in orange).
     """
     choice = (choice or "auto").lower()
     if choice == "gpu":
@@ -63,7 +68,7 @@ def select_device(choice: str = "auto") -> DeviceChoice:
     if choice == "cuda":
         raise OrbitSegError(f"a CUDA GPU was requested but none is usable ({built}); choose device auto or cpu")
     note = f"No CUDA GPU available ({built}): running on the CPU, which is slower"
-    log.warning(note)
+    log.info(note)
     return DeviceChoice(torch.device("cpu"), note)
 
 

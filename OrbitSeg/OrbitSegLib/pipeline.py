@@ -5,15 +5,21 @@ out); :func:`run_segmentation` adds reading the CT (and reference) and writing t
 
 - ``DIR/segmentation.seg.nrrd``: one segment per side and structure, on the CT's voxel grid;
 - ``DIR/labels.nii.gz``: the same as a labelmap (OrbitSeg label values);
-- ``DIR/volumes.csv``: one row per side and structure (plus reference volume and overlap metrics);
+- ``DIR/uncertainty.nii.gz``: the model's per-voxel uncertainty (uint8 percent, :func:`qa.uncertainty_map`);
+- ``DIR/volumes.csv``: one row per side and structure with its QA flags (plus reference volume and
+  overlap metrics);
 - ``DIR/agreement.csv``: volume agreement per structure, when a reference was given;
-- ``DIR/run.json``: model, device, VOI and timings of the run.
+- ``DIR/run.json``: model, device, scan, VOI, QA findings and timings of the run.
+
+Every input is checked (:func:`qa.check_input`) and the orbits found before any model work, so a
+refused input costs no model time and prints nothing before its one-line error.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -23,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import __version__, structures
+from . import __version__, qa, structures
 from .errors import CancelledError, OrbitSegError
-from .imageio import atomic_path, check_segmentable, image_like, read_image
+from .imageio import atomic_path, image_like, read_image, write_image
 from .inference import InferenceOptions
 from .metrics import compare_labelmaps, volumes_cm3
 from .model_store import DEFAULT_MODEL, LoadedModel, load_model
@@ -46,19 +52,31 @@ class SegmentationResult:
     """Everything one run produced.
 
     ``labelmap``: uint8 image on the input CT's exact grid (OrbitSeg label values);
-    ``rows``: volume rows (see :func:`tables.volume_rows`); ``options``: how the model was run;
-    ``timings``: seconds per stage.
+    ``uncertainty``: uint8 image on the same grid (percent, 0 outside the eye boxes);
+    ``rows``: volume rows (see :func:`tables.volume_rows`) with the QA columns (:func:`qa.annotate_rows`);
+    ``findings``: every QA finding; ``acquisition``: the scan as :func:`qa.acquisition` records it;
+    ``device``: ``cpu`` or ``cuda:N``, ``device_note`` the sentence on how it was chosen;
+    ``options``: how the model was run; ``timings``: seconds per stage.
     """
 
     labelmap: sitk.Image
+    uncertainty: sitk.Image
     sides: tuple[str, ...]
     voi: VOI
     rows: list[dict]
+    findings: list[qa.Finding]
+    acquisition: dict
     model_name: str
     model_card: dict
+    device: str
     device_note: str
     options: InferenceOptions
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def implausible(self) -> list[qa.Finding]:
+        """The findings that mark a structure's result as a failure."""
+        return [f for f in self.findings if f.flag == "implausible"]
 
     @property
     def has_reference(self) -> bool:
@@ -74,10 +92,11 @@ class _Stages:
         self._cancel = cancel
 
     @contextmanager
-    def stage(self, name: str, fraction: float, message: str):
+    def stage(self, name: str, fraction: float, message: str | None):
+        """Time the block as ``name``; report ``message`` at ``fraction`` first (``None``: silently)."""
         if self._cancel is not None and self._cancel():
             raise CancelledError("segmentation cancelled")
-        if self._progress is not None:
+        if self._progress is not None and message is not None:
             self._progress(fraction, message)
         start = time.perf_counter()
         try:
@@ -101,19 +120,21 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     :func:`metrics.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
     polled between steps and raises :class:`CancelledError`.
     """
-    check_segmentable(image)
     stages = _Stages(progress, cancel)
     sides = structures.sides_for(side)
+    with stages.stage("voi", 0.0, None):  # refusals first, silently: nothing is printed before their one line
+        scan_findings = qa.check_input(image)
+        if voi is None:
+            voi = suggest_voi(image)
+        voi = validate_voi(image, voi.with_slices(start_slice, end_slice), sides)
     if not isinstance(model, LoadedModel):
         with stages.stage("load model", 0.0, "Loading the model"):
             model = load_model(model, device, options)
     card = model.card
     offsets = grid_offsets(model.predictor.options.grid_shifts)
-    with stages.stage("voi", 0.05, "Finding the orbits"):
-        if voi is None:
-            voi = suggest_voi(image)
-        voi = validate_voi(image, voi.with_slices(start_slice, end_slice), sides)
     full = np.zeros(image.GetSize()[::-1], dtype=np.uint8)
+    doubt = np.zeros_like(full)
+    evidence = []
     for n, eye in enumerate(sides):
         share = 0.1 + 0.8 * n / len(sides)
         label = f"{eye} eye ({structures.SIDE_ABBREVIATION[eye]})"
@@ -138,37 +159,49 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
         if len(offsets) > 1:
             native /= np.float32(len(offsets))
         with stages.stage("postprocess", share + 0.7 / len(sides), f"Cleaning up the {label}"):
-            classes = clean_classes(scores_to_classes(native))
-            del native
+            raw = scores_to_classes(native)
+            classes = clean_classes(raw)
+            evidence.append(qa.eye_evidence(eye, lo, hi, raw, classes, native))
+            paste(doubt, qa.uncertainty_map(native), lo)
+            del native, raw
             labels = np.where(classes > 0, classes + np.uint8(structures.SIDE_OFFSET[eye]), 0).astype(np.uint8)
             paste(full, labels, lo)
-    if not full.any():
-        log.warning("no structure was found in the %s: check that the image is an orbital CT in Hounsfield units "
-                    "and that the slices cover the orbits", " and ".join(f"{s} eye" for s in sides))
-    with stages.stage("measure", 0.95, "Measuring volumes"):
+    with stages.stage("measure", 0.95, "Measuring volumes and checking the result"):
         labelmap = image_like(full, image)
         comparison = compare_labelmaps(labelmap, reference, sides) if reference is not None else None
         rows = volume_rows(volumes_cm3(labelmap), sides, comparison)
+        findings = qa.assess(labelmap, rows, evidence, scan_findings)
+        qa.annotate_rows(rows, findings, evidence)
     if progress is not None:
         progress(1.0, "Done")
-    return SegmentationResult(labelmap, sides, voi, rows, model.name, card.to_dict(), model.device.note,
+    return SegmentationResult(labelmap, image_like(doubt, image), sides, voi, rows, findings, qa.acquisition(image),
+                              model.name, card.to_dict(), model.device.name, model.device.note,
                               model.predictor.options, stages.timings)
 
 
-OUTPUT_NAMES = ("segmentation.seg.nrrd", "labels.nii.gz", "volumes.csv", "agreement.csv", "run.json")
+OUTPUT_NAMES = ("segmentation.seg.nrrd", "labels.nii.gz", "uncertainty.nii.gz", "volumes.csv", "agreement.csv",
+                "run.json")
 """The files :func:`write_outputs` writes into an output folder (``agreement.csv`` only with a reference)."""
 
 
 def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
                         names: Iterable[str] = OUTPUT_NAMES, what: str = "outputs") -> None:
-    """Raise :class:`OrbitSegError` (before any work) when ``out_dir`` is an existing file, or when the
-    files ``names`` written into it (``what``, for the message) would replace one of ``inputs`` (e.g.
-    ``--out`` on a phantom case folder, whose ``labels.nii.gz`` is the reference)."""
+    """Raise :class:`OrbitSegError` (before any work) when ``out_dir`` is an existing file or cannot be
+    created or written to, or when the files ``names`` written into it (``what``, for the message)
+    would replace one of ``inputs`` (e.g. ``--out`` on a phantom case folder, whose ``labels.nii.gz`` is
+    the reference). Creates the folder."""
     out = Path(out_dir)
     if not str(out_dir).strip():
         raise OrbitSegError("the output folder is empty; give a folder name")
     if out.exists() and not out.is_dir():
         raise OrbitSegError(f"the output folder {out} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OrbitSegError(f"cannot write to the output folder {out}: {exc.strerror or exc}; "
+                            "choose a folder you can write to") from None
     targets = {(out / name).resolve() for name in names}
     clashes = sorted({str(p) for p in inputs if p is not None and Path(p).resolve() in targets})
     if clashes:
@@ -184,6 +217,7 @@ def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source
     paths = {
         "segmentation": write_seg_nrrd(result.labelmap, out / "segmentation.seg.nrrd", result.sides),
         "labels": write_labelmap(result.labelmap, out / "labels.nii.gz"),
+        "uncertainty": write_image(result.uncertainty, out / "uncertainty.nii.gz"),
     }
     columns = VOLUME_COLUMNS + (REFERENCE_COLUMNS if result.has_reference else ())
     paths["volumes"] = write_csv(result.rows, out / "volumes.csv", columns)
@@ -192,9 +226,10 @@ def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source
     else:
         (out / "agreement.csv").unlink(missing_ok=True)
     run = {"orbitseg_version": __version__, "source": source, "model": result.model_name,
-           "model_card": result.model_card, "device": result.device_note,
-           "inference_options": asdict(result.options), "sides": list(result.sides),
-           "voi": result.voi.to_dict(), "timings_s": {k: round(v, 4) for k, v in result.timings.items()}}
+           "model_card": result.model_card, "device": result.device, "device_note": result.device_note,
+           "inference_options": asdict(result.options), "sides": list(result.sides), "acquisition": result.acquisition,
+           "voi": result.voi.to_dict(), "qa": [f.to_dict() for f in result.findings],
+           "timings_s": {k: round(v, 4) for k, v in result.timings.items()}}
     with atomic_path(out / "run.json") as tmp:
         tmp.write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
     paths["run"] = out / "run.json"
@@ -212,8 +247,6 @@ def run_segmentation(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
     (checked first: :func:`check_output_folder`)."""
     check_output_folder(out_dir, (ct_path, reference_path))
     start = time.perf_counter()
-    if progress is not None:
-        progress(0.0, "Reading the CT")
     image = read_image(ct_path)
     reference = read_reference(reference_path, image) if reference_path else None
     read_time = time.perf_counter() - start

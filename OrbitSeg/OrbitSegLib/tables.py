@@ -10,8 +10,9 @@ from pathlib import Path
 from . import structures
 from .imageio import atomic_path
 from .metrics import REFERENCE_METRICS, agreement
+from .qa import QA_COLUMNS
 
-VOLUME_COLUMNS = ("side", "structure", "segment", "label_value", "volume_cm3")
+VOLUME_COLUMNS = ("side", "structure", "segment", "label_value", "volume_cm3") + QA_COLUMNS
 REFERENCE_COLUMNS = REFERENCE_METRICS
 AGREEMENT_COLUMNS = ("structure", "side", "n", "mae", "rmse", "pearson_r", "pearson_p", "pearson_r_ci_low",
                      "pearson_r_ci_high", "relative_error_mean_pct", "relative_error_min_pct", "relative_error_max_pct",
@@ -95,16 +96,18 @@ def _cell(value, spec: str = ".3f") -> str:
 
 
 def format_volume_table(rows: Sequence[dict]) -> str:
-    """A fixed-width text table of volume rows for the terminal."""
+    """A fixed-width text table of volume rows for the terminal: volume, normal range and QA flag codes
+    per row (and the reference columns when present); :func:`qa.format_findings` gives the reasons."""
     has_ref = any("reference_volume_cm3" in r for r in rows)
-    header = f"{'segment':<26}{'volume cm3':>11}"
+    header = f"{'segment':<26}{'volume cm3':>11}{'normal':>12}"
     if has_ref:
         header += f"{'ref cm3':>10}{'diff cm3':>10}{'IoU':>7}{'Dice':>7}"
+    header += "  QA"
     lines = [header, "-" * len(header)]
     for r in rows:
-        line = f"{r['segment']:<26}{r['volume_cm3']:>11.3f}"
+        line = f"{r['segment']:<26}{r['volume_cm3']:>11.3f}{r.get('normal_range_cm3', ''):>12}"
         if has_ref:
             line += (f"{_cell(r['reference_volume_cm3']):>10}{_cell(r['difference_cm3'], '+.3f'):>10}"
                      f"{_cell(r['iou']):>7}{_cell(r['dice']):>7}")
-        lines.append(line)
+        lines.append(f"{line}  {r.get('qa', '')}".rstrip())
     return "\n".join(lines)
