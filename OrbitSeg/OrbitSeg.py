@@ -643,7 +643,7 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         seconds = time.time() - self._startTime
         self.ui.deviceNoteLabel.text = f"Last run: {shown.device_note}"
-        self.ui.deviceNoteLabel.styleSheet = "color: #c06000" if cpu_fallback(job.device, shown.device_note) else ""
+        self.ui.deviceNoteLabel.styleSheet = "color: #c06000" if cpu_fallback(job.device, shown.device) else ""
         total = sum(r["volume_cm3"] for r in shown.rows)
         message = f"Done in {seconds:.0f} s with {shown.model_name}: {len(shown.rows)} segments, {total:.2f} cm³ in total."
         if shown.comparison_rows:

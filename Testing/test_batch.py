@@ -65,9 +65,10 @@ def study_list(tmp_path_factory) -> Path:
     (folder / "corrupt").mkdir()
     (folder / "corrupt" / "ct.nii.gz").write_bytes(b"\x1f\x8b this is not a NIfTI file")
     write_image(sitk.Image(64, 64, sitk.sitkInt16), folder / "flat.nrrd")
-    blank = sitk.Image(60, 60, 20, sitk.sitkInt16)
+    blank = sitk.Image(60, 60, 20, sitk.sitkInt16) - 1000  # air around a block of soft tissue, no globes
+    blank[10:50, 10:50, 2:18] = sitk.Image(40, 40, 16, sitk.sitkInt16) + 20
     blank.SetSpacing((1.0, 1.0, 2.0))
-    write_image(blank + 20, folder / "blank.nrrd")
+    write_image(blank, folder / "blank.nrrd")
     case0, case1 = rows[0], rows[1]
     rows += [
         {"id": "missing", "image": "nope/ct.nii.gz", "group": "TAO"},

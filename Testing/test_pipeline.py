@@ -110,7 +110,7 @@ def test_run_segmentation_writes_outputs_with_reference(tmp_path):
     assert {r["structure"] for r in agreement} >= {"globe"}
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert VOI.from_dict(run["voi"]) == result.voi and run["model"] == "bright"
-    assert set(run["timings_s"]) >= {"read", "voi", "resample", "model", "postprocess"}
+    assert set(run["timings_s"]) >= {"read", "check input", "find orbits", "resample", "model", "postprocess"}
 
 
 def test_outputs_never_replace_inputs_and_leave_no_stale_agreement(tmp_path):

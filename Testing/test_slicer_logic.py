@@ -386,15 +386,15 @@ def test_reference_segmentation_node_gives_the_agreement_table(mrml):
 def test_table_shown_in_the_layout(mrml):
     layout = mrml.scene.AddNewNodeByClass("vtkMRMLLayoutNode")
     layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
-    table = tablenodes.volume_table([{"side": "right", "structure": "globe", "segment": "Right globe",
-                                      "label_value": 1, "volume_cm3": 7.1}],
-                                    mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"))
+    row = {"side": "right", "structure": "globe", "segment": "Right globe", "label_value": 1, "volume_cm3": 9.1,
+           "qa": "outside-normal", "normal_range_cm3": "6.5-8.5", "uncertainty": 0.03,
+           "qa_reasons": "outside-normal: enlarged: 9.10 cm³, outside the adult normal 6.5-8.5 cm³"}
+    table = tablenodes.volume_table([row], mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"))
     mrml.logic.show_table(table)
     assert layout.GetViewArrangement() == slicer.vtkSlicerTablesLogic.GetLayoutWithTable(
         slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
     assert mrml.app.GetSelectionNode().GetActiveTableID() == table.GetID()
-    assert tablenodes.table_node_rows(table) == [{"side": "right", "structure": "globe", "segment": "Right globe",
-                                                  "label_value": 1, "volume_cm3": 7.1}]
+    assert tablenodes.table_node_rows(table) == [row]
 
 
 # --- VOI <-> ROI nodes ------------------------------------------------------------------------------
@@ -467,11 +467,17 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     shown = mrml.logic.load_job_results(job, ct, segmentation, table, closed_surface=False)
     assert shown.model_name == "constant" and shown.device_note.startswith("CPU")
     assert shown.voi.start_slice == voi.start_slice + 1 and shown.voi.boxes.keys() == voi.boxes.keys()
-    assert not jobs.cpu_fallback("cpu", shown.device_note)
+    assert not jobs.cpu_fallback("cpu", shown.device)
     globes = [r for r in tablenodes.table_node_rows(table) if r["structure"] == "globe"]
     assert len(globes) == 2 and all(r["volume_cm3"] > 1.0 for r in globes)  # the constant model fills each box
     others = [r for r in tablenodes.table_node_rows(table) if r["structure"] != "globe"]
     assert all(r["volume_cm3"] == 0 for r in others)
+    # the run's QA reaches the table and the panel: every empty structure is flagged implausible
+    assert all(r["qa"].startswith("implausible") and "empty" in r["qa_reasons"] for r in others)
+    assert all(r["normal_range_cm3"] for r in tablenodes.table_node_rows(table))
+    flagged = {(f.side, f.structure) for f in shown.findings if f.flag == "implausible"}
+    assert flagged >= {(r["side"], r["structure"]) for r in others}
+    assert any(line.startswith("Right superior rectus: implausible: empty") for line in shown.qa_lines())
     with open(job.out_dir / "volumes.csv", newline="", encoding="utf-8") as handle:
         written_rows = list(csv.DictReader(handle))
     assert [float(r["volume_cm3"]) for r in written_rows] == pytest.approx([r["volume_cm3"] for r in shown.rows], rel=1e-5)
@@ -515,9 +521,9 @@ def test_progress_lines_and_error_messages():
     assert jobs.error_message(lines, 1) == "model 'x' not found"
     assert jobs.error_message(['{"progress": 0.2, "message": "x"}', "Killed"], -9) == \
         "the OrbitSeg process exited with status -9: Killed"
-    assert jobs.cpu_fallback("auto", "No CUDA GPU available (torch built without CUDA): running on the CPU")
-    assert not jobs.cpu_fallback("auto", "GPU: NVIDIA H100 (CUDA, mixed precision)")
-    assert not jobs.cpu_fallback("cpu", "CPU (as requested)")
+    assert jobs.cpu_fallback("auto", "cpu")
+    assert not jobs.cpu_fallback("auto", "cuda:0")
+    assert not jobs.cpu_fallback("cpu", "cpu")
 
 
 def test_dependency_checks_and_pinned_installs(tmp_path):

@@ -2,7 +2,10 @@
 
 
 class OrbitSegError(Exception):
-    """A problem with the user's input or set-up, explained in one line."""
+    """A problem with the user's input or set-up, explained in one line. ``stage`` names the pipeline
+    stage it was raised in (e.g. ``check input``), when one did."""
+
+    stage: str | None = None
 
 
 class CancelledError(OrbitSegError):

@@ -93,7 +93,8 @@ class _Stages:
 
     @contextmanager
     def stage(self, name: str, fraction: float, message: str | None):
-        """Time the block as ``name``; report ``message`` at ``fraction`` first (``None``: silently)."""
+        """Time the block as ``name``; report ``message`` at ``fraction`` first (``None``: silently). An
+        :class:`OrbitSegError` raised inside carries ``name`` as its ``stage``."""
         if self._cancel is not None and self._cancel():
             raise CancelledError("segmentation cancelled")
         if self._progress is not None and message is not None:
@@ -101,6 +102,9 @@ class _Stages:
         start = time.perf_counter()
         try:
             yield
+        except OrbitSegError as exc:
+            exc.stage = exc.stage or name
+            raise
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
@@ -122,8 +126,10 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     """
     stages = _Stages(progress, cancel)
     sides = structures.sides_for(side)
-    with stages.stage("voi", 0.0, None):  # refusals first, silently: nothing is printed before their one line
+    # refusals first, silently: nothing is printed before their one line
+    with stages.stage("check input", 0.0, None):
         scan_findings = qa.check_input(image)
+    with stages.stage("find orbits", 0.0, None):
         if voi is None:
             voi = suggest_voi(image)
         voi = validate_voi(image, voi.with_slices(start_slice, end_slice), sides)

@@ -140,9 +140,7 @@ def error_message(stderr_lines: list[str], exit_code: int) -> str:
     return f"the OrbitSeg process exited with status {exit_code}" + (f": {detail}" if detail else "")
 
 
-def cpu_fallback(requested_device: str, device_note: str) -> bool:
-    """True when the user asked for ``auto`` and the run's device note shows it did not get a GPU.
-
-    ``device_note`` is ``run.json``'s ``device`` (from ``inference.select_device``: "GPU: ..." on CUDA).
-    """
-    return requested_device == "auto" and not device_note.startswith("GPU")
+def cpu_fallback(requested_device: str, device: str) -> bool:
+    """True when the user asked for ``auto`` and the run did not get a GPU (``device``: ``run.json``'s
+    ``device`` value, ``cpu`` or ``cuda:N``)."""
+    return requested_device == "auto" and not device.startswith("cuda")

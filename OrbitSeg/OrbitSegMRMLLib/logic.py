@@ -14,11 +14,11 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from OrbitSegLib import structures
+from OrbitSegLib import qa, structures
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import atomic_path, read_image, write_image
 from OrbitSegLib.metrics import compare_labelmaps, volumes_cm3
-from OrbitSegLib.tables import volume_rows
+from OrbitSegLib.tables import read_csv, volume_rows
 from OrbitSegLib.voi import VOI, suggest_voi
 
 from . import roi, segments, tablenodes
@@ -28,15 +28,24 @@ from .jobs import SegmentationJob
 
 @dataclass
 class ShownResult:
-    """What a run put into the scene: volume rows, comparison rows (with a reference) and run facts."""
+    """What a run put into the scene: volume rows (with their QA columns), comparison rows (with a
+    reference), the QA findings and run facts (``device``: ``cpu`` or ``cuda:N``)."""
 
     rows: list[dict]
     comparison_rows: list[dict] = field(default_factory=list)
     ignored_reference_segments: list[str] = field(default_factory=list)
+    findings: list[qa.Finding] = field(default_factory=list)
     model_name: str = ""
+    device: str = ""
     device_note: str = ""
     voi: VOI | None = None
     timings: dict = field(default_factory=dict)
+
+    def qa_lines(self) -> list[str]:
+        """The findings a radiologist must see before reading the volumes (every flag but
+        ``outside-normal``, which the table shows as a finding), one line each with its reason."""
+        return [f"{structures.segment_name(f.side, f.structure) if f.side else 'Scan'}: {f.flag}: {f.reason}"
+                for f in self.findings if f.flag != "outside-normal"]
 
 
 class SegmentationLogic:
@@ -89,11 +98,13 @@ class SegmentationLogic:
             raise OrbitSegError(f"the OrbitSeg process wrote no result ({job.labels_path} is missing)")
         run = job.read_run()
         sides = tuple(run.get("sides") or structures.sides_for(job.side))
+        rows = _typed_rows(read_csv(job.out_dir / "volumes.csv"))
         shown = self.show_result(read_image(job.labels_path), sides, volume_node, segmentation_node, volume_table_node,
                                  reference_node=reference_node, comparison_table_node=comparison_table_node,
-                                 closed_surface=closed_surface)
+                                 closed_surface=closed_surface, rows=rows)
+        shown.findings = [qa.Finding(**f) for f in run.get("qa", [])]
         shown.model_name = run.get("model", job.model)
-        shown.device_note = run.get("device", "")
+        shown.device, shown.device_note = run.get("device", ""), run.get("device_note", "")
         shown.voi = VOI.from_dict(run["voi"]) if run.get("voi") else None
         shown.timings = run.get("timings_s", {})
         return shown
@@ -101,11 +112,13 @@ class SegmentationLogic:
     # --- results ------------------------------------------------------------------------------------
 
     def show_result(self, labelmap: sitk.Image, sides, volume_node, segmentation_node, volume_table_node, *,
-                    reference_node=None, comparison_table_node=None, closed_surface: bool = True) -> ShownResult:
-        """Put a result labelmap into the segmentation node and its volumes into the table node."""
+                    reference_node=None, comparison_table_node=None, closed_surface: bool = True,
+                    rows: list[dict] | None = None) -> ShownResult:
+        """Put a result labelmap into the segmentation node and its volume rows (default: measured from
+        the labelmap, without QA) into the table node."""
         segments.labelmap_to_segmentation_node(labelmap, sides, segmentation_node, volume_node,
                                                closed_surface=closed_surface)
-        rows = volume_rows(volumes_cm3(labelmap), sides)
+        rows = rows if rows is not None else volume_rows(volumes_cm3(labelmap), sides)
         tablenodes.volume_table(rows, volume_table_node)
         shown = ShownResult(rows)
         if reference_node is not None and comparison_table_node is not None:
@@ -152,7 +165,16 @@ class SegmentationLogic:
                                side=side, device=device, progress=progress, cancel=cancel)
         shown = self.show_result(result.labelmap, result.sides, volume_node, segmentation_node, volume_table_node,
                                  reference_node=reference_node, comparison_table_node=comparison_table_node,
-                                 closed_surface=closed_surface)
-        shown.model_name, shown.device_note, shown.voi = result.model_name, result.device_note, result.voi
+                                 closed_surface=closed_surface, rows=result.rows)
+        shown.findings, shown.model_name, shown.voi = result.findings, result.model_name, result.voi
+        shown.device, shown.device_note = result.device, result.device_note
         shown.timings = result.timings
         return shown
+
+
+def _typed_rows(rows: list[dict]) -> list[dict]:
+    """``volumes.csv`` rows (strings) with their numbers as numbers, as :func:`tables.volume_rows` makes them."""
+    def number(value: str) -> float:
+        return float(value) if value not in ("", None) else float("nan")
+    return [{**r, "label_value": int(r["label_value"]), "volume_cm3": float(r["volume_cm3"]),
+             "uncertainty": number(r.get("uncertainty"))} for r in rows]

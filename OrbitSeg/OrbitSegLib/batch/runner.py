@@ -177,7 +177,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model:
         with atomic_path(folder / MARKER_NAME) as tmp:
             tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
     except OrbitSegError as exc:
-        outcome = StudyOutcome(study.id, "failed", str(study.image), stage.name, str(exc))
+        outcome = StudyOutcome(study.id, "failed", str(study.image), exc.stage or stage.name, str(exc))
     except Exception as exc:  # a bug or the system (e.g. MemoryError): fail this study, keep the batch going
         reason = "out of memory" if isinstance(exc, MemoryError) else f"unexpected {type(exc).__name__}: {exc}"
         outcome = StudyOutcome(study.id, "failed", str(study.image), stage.name, reason,
