@@ -50,8 +50,10 @@ def resolve_model(ref: str | os.PathLike) -> Path:
         if candidate.is_file():
             return candidate
     available = ", ".join(sorted(available_models())) or "none"
-    raise OrbitSegError(f"model {ref!r} not found in {', '.join(str(d) for d in model_dirs())} "
-                        f"(available: {available}); train one with 'orbitseg train'")
+    raise OrbitSegError(f"model {ref!r} not found; models are looked for as <name>.pt in "
+                        f"{', '.join(str(d) for d in model_dirs())} (available: {available}); to install one, copy "
+                        f"its .pt file into {user_model_dir()} (or a folder named in $ORBITSEG_MODELS), give the "
+                        "path to the .pt file, or train one with 'orbitseg train'")
 
 
 def available_models() -> dict[str, Path]:

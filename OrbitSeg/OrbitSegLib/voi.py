@@ -32,6 +32,8 @@ Index3 = tuple[int, int, int]
 # (LPS +y), z inferior→superior. Covers lids to apex, floor to roof, with margins.
 ORBIT_BOX_MM = {"x": (-21.0, 25.0), "y": (-17.0, 45.0), "z": (-21.0, 23.0)}
 
+MANUAL_VOI_HINT = ("give the eye boxes and slices yourself with --voi FILE.json (the form run.json's \"voi\" "
+                   "has; --start/--end alone do not help), or set them in the Slicer panel")
 _DETECTION_SPACING = 1.5  # mm, isotropic grid used for globe detection
 _GLOBE_RADIUS = 10.5      # mm, core of the matched filter
 _SHELL = (13.5, 17.0)     # mm, ring of fat/air around the globe
@@ -200,7 +202,8 @@ def find_globes(image: sitk.Image) -> dict[str, np.ndarray]:
     score = np.nan_to_num(score, nan=-1.0)
     peaks = _local_maxima(score, radius_vox=int(round(8 / _DETECTION_SPACING)), count=12)
     if len(peaks) < 2:
-        raise OrbitSegError("no orbit found: the image shows no globe-like structures")
+        raise OrbitSegError("no orbit found: the image shows no globe-like structures; "
+                            f"{MANUAL_VOI_HINT}")
     points = [np.array(grid.TransformContinuousIndexToPhysicalPoint([float(p[2]), float(p[1]), float(p[0])])) for p in peaks]
     values = [float(score[tuple(p)]) for p in peaks]
     best, best_value = None, -np.inf
@@ -215,8 +218,7 @@ def find_globes(image: sitk.Image) -> dict[str, np.ndarray]:
             if values[a] + values[b] > best_value:
                 best, best_value = (a, b), values[a] + values[b]
     if best is None:
-        raise OrbitSegError("no orbit found: could not find two globes at a plausible distance; "
-                            "set the start/end slices and eye boxes by hand")
+        raise OrbitSegError(f"no orbit found: could not find two globes at a plausible distance; {MANUAL_VOI_HINT}")
     a, b = best
     right, left = (points[a], points[b]) if points[a][0] < points[b][0] else (points[b], points[a])
     log.info("globes found at right %s, left %s (LPS mm)", np.round(right, 1), np.round(left, 1))

@@ -50,6 +50,8 @@ img.plot{max-width:100%;background:#fff;border-radius:6px;box-shadow:0 1px 2px r
 .gallery img{width:100%;display:block}
 .gallery figcaption{background:#fff;padding:4px 8px;font-size:12px;color:#384152}
 .warn{background:#fff4e5;border-left:4px solid #f0a202;padding:8px 12px;margin:12px 0}
+span.implausible{background:#fde7e4;color:#b3261e;text-decoration:line-through}
+span.finding{font-weight:700}.review td{white-space:normal;max-width:640px}
 """
 
 
@@ -58,6 +60,9 @@ def write_report(out_dir: str | os.PathLike, studies: list[Study], tables: Batch
     """Write ``out_dir/report.html`` atomically; returns its path."""
     out = Path(out_dir)
     body = [_header(run_info, counts, tables, interrupted)]
+    review = _review_section(tables)
+    if review:
+        body.append(review)
     if tables.error_rows:
         body.append(_errors_section(tables.error_rows))
     if tables.has_reference:
@@ -162,6 +167,33 @@ def _header(run_info: dict, counts, tables: BatchTables, interrupted: bool) -> s
             f"{warn}<div class=\"cards\">{card_html}</div>")
 
 
+REVIEW_FLAGS = ("implausible", "uncertain", "input")
+"""QA flags that put a structure into the report's "Needs review" section (``outside-normal`` is a
+finding, shown in bold in the volumes table)."""
+
+
+def _codes(row: dict) -> set[str]:
+    return {c for c in (row.get("qa") or "").split(";") if c}
+
+
+def _review_section(tables: BatchTables) -> str:
+    """The structures whose QA flags say their volume should not be read as is, study by study."""
+    flagged = [r for r in tables.volume_rows if _codes(r) & set(REVIEW_FLAGS)]
+    if not flagged:
+        return ""
+    body = [[r["id"], r["segment"], ", ".join(c for c in REVIEW_FLAGS if c in _codes(r)), _fmt(r["volume_cm3"]),
+             "; ".join(part for part in (r.get("qa_reasons") or "").split("; ") if not part.startswith("outside-normal"))]
+            for r in flagged]
+    studies = len({r["id"] for r in flagged})
+    table = _table(["id", "structure", "flags", "volume cm³", "why"], body, text_columns=3)
+    return (f"<h2>Needs review ({studies} {'study' if studies == 1 else 'studies'}, {len(flagged)} structures)</h2>"
+            "<p class=\"note\">Check these before reading their volumes. <b>implausible</b>: the result is a "
+            "failure (empty, too large, in pieces, cut off by the VOI, misplaced, or grossly asymmetric): "
+            "do not report it. <b>uncertain</b>: the model disagrees with itself about the outline. "
+            "<b>input</b>: the scan lies outside the acquisition range the model was trained on. Each code is "
+            f"explained in OrbitSeg's docs/qa.md.</p><div class=\"review\">{table}</div>")
+
+
 def _errors_section(rows: list[dict]) -> str:
     body = [[r["id"], r["stage"], r["reason"], r["image"]] for r in rows]
     table = _table(["id", "stage", "reason", "image"], body, text_columns=4)
@@ -259,16 +291,27 @@ def _volumes_section(tables: BatchTables) -> str:
     keys = [s for s in structures.STRUCTURES]
     header = ["id"] + [_e(c) for c in tables.extra_columns] + [
         f"{structures.SIDE_ABBREVIATION[side]} {s.abbreviation}" for side in structures.SIDES for s in keys]
+    codes = {(r["id"], r["side"], r["structure"]): _codes(r) for r in tables.volume_rows}
     rows = []
     for wide in tables.wide_rows:
         rows.append([_e(wide["id"])] + _extra_cells(wide, tables)
-                    + [_fmt(wide.get(wide_column(side, s.key))) for side in structures.SIDES for s in keys])
+                    + [_volume_cell(wide.get(wide_column(side, s.key)), codes.get((wide["id"], side, s.key), set()))
+                       for side in structures.SIDES for s in keys])
     legend = ", ".join(f"{s.abbreviation} {s.display_name}" for s in keys)
     return ("<h2>Volumes per study (cm³)</h2>"
-            f"<p class=\"note\">OD = right eye, OS = left eye; {legend}. The same numbers are in "
+            f"<p class=\"note\">OD = right eye, OS = left eye; {legend}. <b>Bold</b>: outside the adult normal "
+            "range (a finding); <span style=\"color:#b3261e;text-decoration:line-through\">struck out</span>: "
+            "implausible (a failure, see Needs review). The same numbers are in "
             "<code>volumes_wide.csv</code> (one row per study) and <code>volumes.csv</code> (one row per "
-            "study, side and structure, with the reference metrics).</p>"
+            "study, side and structure, with the QA flags and the reference metrics).</p>"
             + _table(header, rows, text_columns=1 + len(tables.extra_columns), raw=True))
+
+
+def _volume_cell(value, codes: set[str]) -> str:
+    """A volume for the raw-HTML volumes table, marked by its QA codes."""
+    cls = "implausible" if "implausible" in codes else "finding" if "outside-normal" in codes else ""
+    text = _fmt(value)
+    return f'<span class="{cls}">{text}</span>' if cls else text
 
 
 def asymmetry_pct(right: float, left: float) -> float:
