@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import slicerio
 import torch
 
-from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model
+from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model, make_image
 from OrbitSegLib import models, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
@@ -261,21 +261,35 @@ def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
     (["segment", "{ct}", "--out", "{out}", "--overlap", "1.5"], "overlap must be a fraction"),
     (["segment", "{ct}", "--out", "{out}", "--window", "20"], "window must be a multiple of"),
     (["segment", "{ct}", "--out", "{ct}"], "is a file"),
+    (["segment", "{ct}", "--out", "{ct}/sub"], "cannot write to the output folder"),
+    (["segment", "{ct}", "--out", "/proc/orbitseg-test/out"], "cannot write to the output folder"),
+    (["segment", "{noise}", "--out", "{out}"], "cannot resolve the 3-5 mm rectus muscles"),
+    (["segment", "{noair}", "--out", "{out}"], "not Hounsfield units"),
+    (["segment", "{blank}", "--out", "{out}"], "give the eye boxes and slices yourself with --voi"),
     (["ensemble", "{model}", "{model}", "--out", "{dir}"], "is a folder"),
 ])
 def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message):
+    """Every refused input: exit 1, one line on stderr with nothing before it (progress on, as by
+    default), no traceback and no output file."""
     ct = write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)), tmp_path / "ct.nii.gz")
+    noise = make_image(np.random.default_rng(0).random((10, 10, 10), dtype=np.float32), spacing=(10.0, 10.0, 10.0))
+    blank = np.full((20, 60, 60), -1000, np.int16)  # air around a block of soft tissue: no globes
+    blank[2:18, 10:50, 10:50] = 20
+    blank = make_image(blank, spacing=(1.0, 1.0, 2.0))
     fill = {"missing": str(tmp_path / "nope.nii.gz"), "out": str(tmp_path / "out"), "ct": str(ct),
-            "model": str(model_dir / "tiny-sv.pt"), "dir": str(tmp_path)}
+            "model": str(model_dir / "tiny-sv.pt"), "dir": str(tmp_path),
+            "noise": str(write_image(noise, tmp_path / "noise.nii.gz")),
+            "noair": str(write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)) + 1024, tmp_path / "noair.nii.gz")),
+            "blank": str(write_image(blank, tmp_path / "blank.nii.gz"))}
     argv = [a.format(**fill) for a in args]
     if "--model" not in argv and argv[0] == "segment":
         argv += ["--model", str(model_dir / "tiny-sv.pt")]
     if message == "CUDA" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    argv += ["--progress", "none"] if argv[0] == "segment" else []
     proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv],
                           capture_output=True, text=True, encoding="utf-8")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("orbitseg: error:") and message in lines[-1]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("orbitseg: error:") and message in lines[0]
     assert not (tmp_path / "out" / "segmentation.seg.nrrd").exists()

@@ -32,9 +32,9 @@ import SimpleITK as sitk
 from . import __version__, qa, structures
 from .errors import CancelledError, OrbitSegError
 from .imageio import atomic_path, image_like, read_image, write_image
-from .inference import InferenceOptions
+from .inference import InferenceOptions, select_device
 from .metrics import compare_labelmaps, volumes_cm3
-from .model_store import DEFAULT_MODEL, LoadedModel, load_model
+from .model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
 from .postprocess import clean_classes, scores_to_classes
 from .preprocess import grid_offsets, image_to_grid, model_grid, scores_to_crop, shifted_grid
 from .segio import read_reference, write_labelmap, write_seg_nrrd
@@ -134,8 +134,8 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
             voi = suggest_voi(image)
         voi = validate_voi(image, voi.with_slices(start_slice, end_slice), sides)
     if not isinstance(model, LoadedModel):
-        with stages.stage("load model", 0.0, "Loading the model"):
-            model = load_model(model, device, options)
+        with stages.stage("load model", 0.0, None):  # silent too: a bad model or option is a refusal
+            model = load_model(resolve_model(model), select_device(device), options)
     card = model.card
     offsets = grid_offsets(model.predictor.options.grid_shifts)
     full = np.zeros(image.GetSize()[::-1], dtype=np.uint8)
