@@ -166,16 +166,16 @@ class OrbitSegProcess:
     """
 
     def __init__(self, onProgress, onLog, onFinished):
-        from OrbitSegMRMLLib import jobs
+        from OrbitSegLib import protocol
 
-        self.jobs = jobs
+        self.jobs = protocol
         self.onProgress, self.onLog, self.onFinished = onProgress, onLog, onFinished
         self.process = None
         self.cancelled = False
         self.done = False
         self.exitCode = None
-        self._stderr = jobs.LineSplitter()
-        self._stdout = jobs.LineSplitter()
+        self._stderr = protocol.LineSplitter()
+        self._stdout = protocol.LineSplitter()
 
     def start(self, arguments: list[str]) -> None:
         command = self.jobs.cli_command(pythonExecutable(), arguments)
@@ -457,7 +457,7 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.addItem("(install the Python packages first: press Segment)")
                 self.ui.modelCardBrowser.setHtml("")
                 return
-            from OrbitSegMRMLLib import modelinfo
+            from OrbitSegLib import model_cards as modelinfo
 
             self._modelChoices = [c for c in modelinfo.model_choices()]
             for index, choice in enumerate(self._modelChoices):
@@ -484,7 +484,7 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if choice is None:
             self.ui.modelCardBrowser.setHtml("")
         else:
-            from OrbitSegMRMLLib import modelinfo
+            from OrbitSegLib import model_cards as modelinfo
 
             self.ui.modelCardBrowser.setHtml(modelinfo.card_html(choice))
             self.ui.modelComboBox.toolTip = modelinfo.card_tooltip(choice)
@@ -639,7 +639,7 @@ class OrbitSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                             closed_surface=p.show3D)
         sceneLogic.show_table(p.volumeTable)
         self.ui.resultsTableView.setMRMLTableNode(p.volumeTable)
-        from OrbitSegMRMLLib.jobs import cpu_fallback
+        from OrbitSegLib.protocol import cpu_fallback
 
         seconds = time.time() - self._startTime
         self.ui.deviceNoteLabel.text = f"Last run: {shown.device_note}"
@@ -712,13 +712,13 @@ class OrbitSegLogic(ScriptedLoadableModuleLogic):
     def torchInstalled() -> bool:
         """Whether PyTorch is installed at OrbitSeg's minimum version or newer (from the package metadata,
         so without importing torch; an older torch counts as missing and is upgraded by the PyTorch extension)."""
-        from OrbitSegMRMLLib.dependencies import unmet
+        from OrbitSegLib.requirements import unmet
 
         return not unmet([f"torch>={MINIMUM_TORCH}"])
 
     def missingDependencies(self) -> list[str]:
         """Requirements not (or not suitably) installed; ``torch`` first when it is missing."""
-        from OrbitSegMRMLLib.dependencies import read_requirements, unmet
+        from OrbitSegLib.requirements import read_requirements, unmet
 
         missing = unmet(read_requirements(self.requirementsPath()))
         return (["torch"] if not self.torchInstalled() else []) + missing
@@ -739,7 +739,7 @@ class OrbitSegLogic(ScriptedLoadableModuleLogic):
                 "Slicer's Python now (this needs a network connection and may take several minutes).",
                 "OrbitSeg: install Python packages", detailedText="\n".join(missing)):
             return False
-        from OrbitSegMRMLLib.dependencies import install_arguments
+        from OrbitSegLib.requirements import install_arguments
 
         with slicer.util.WaitCursor():
             if "torch" in missing:

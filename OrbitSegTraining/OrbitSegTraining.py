@@ -4,7 +4,7 @@ Training runs ``orbitseg train`` in a background process (the same ``OrbitSegPro
 OrbitSeg module): progress and a live loss plot while it runs, cancel at any time (every checkpoint
 is written atomically, so the last good one is kept), and the finished model is copied into the user
 models folder, where the OrbitSeg module's model list finds it. The command line and the log format
-are handled in ``OrbitSegMRMLLib.training``.
+are in ``OrbitSegLib.protocol``.
 """
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ class OrbitSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setStatus(message)
 
     def onFinished(self, exitCode: int, cancelled: bool, errorMessage: str) -> None:
-        from OrbitSegMRMLLib import training
+        from OrbitSegLib import protocol
 
         self._timer.stop()
         self.refreshLog()
@@ -238,7 +238,7 @@ class OrbitSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     target = self.registerCandidate()
                     self.setStatus(f"Training finished. Model '{job.name}' is in OrbitSeg's model list ({target}).")
             else:
-                self._candidate = training.best_checkpoint_so_far(job.out_dir)
+                self._candidate = protocol.best_checkpoint_so_far(job.out_dir)
                 kept = (f" The last good checkpoint is kept: {self._candidate}. Press 'Add to OrbitSeg models' to use"
                         " it, or train again into the same folder to resume.") if self._candidate else ""
                 if cancelled:
@@ -284,7 +284,7 @@ class OrbitSegTrainingLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def job(p):
-        from OrbitSegMRMLLib.training import TrainingJob
+        from OrbitSegLib.protocol import TrainingJob
 
         data = {DataSource.STUDIES: str(p.studyList) if chosen(p.studyList) else "",
                 DataSource.FOLDER: str(p.dataFolder) if chosen(p.dataFolder) else "",
@@ -298,29 +298,30 @@ class OrbitSegTrainingLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def logNodes(table=None, chart=None):
         """The log table and loss chart nodes (created when missing), wired together."""
-        from OrbitSegMRMLLib import training
+        from OrbitSegMRMLLib import trainingchart
 
         scene = slicer.mrmlScene
         table = table or scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("OrbitSeg training log"))
         chart = chart or scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName("OrbitSeg training"))
-        training.update_log_table(table, [])
-        return table, training.loss_chart(table, chart)
+        trainingchart.update_log_table(table, [])
+        return table, trainingchart.loss_chart(table, chart)
 
     @staticmethod
     def refreshLog(job, table) -> int:
         """Reload the job's training log into the table (the chart follows); returns the number of rows."""
-        from OrbitSegMRMLLib import training
+        from OrbitSegLib.protocol import read_training_log
+        from OrbitSegMRMLLib.trainingchart import update_log_table
 
-        rows = training.read_training_log(job.log_path)
+        rows = read_training_log(job.log_path)
         if rows and len(rows) != table.GetNumberOfRows():
-            training.update_log_table(table, rows)
+            update_log_table(table, rows)
         return len(rows)
 
     @staticmethod
     def register(checkpoint, name, overwrite=False) -> Path:
-        from OrbitSegMRMLLib import training
+        from OrbitSegLib.model_store import register_model
 
-        return training.register_model(checkpoint, name, overwrite=overwrite)
+        return register_model(checkpoint, name, overwrite=overwrite)
 
 
 class OrbitSegTrainingTest(ScriptedLoadableModuleTest):

@@ -13,7 +13,7 @@ import slicerio
 import torch
 
 from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model
-from OrbitSegLib import models, structures
+from OrbitSegLib import models, protocol, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, same_grid, write_image
@@ -277,5 +277,5 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message
                           capture_output=True, text=True, encoding="utf-8")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("orbitseg: error:") and message in lines[-1]
+    assert lines[-1].startswith(protocol.ERROR_PREFIX) and message in lines[-1]
     assert not (tmp_path / "out" / "segmentation.seg.nrrd").exists()

@@ -6,13 +6,13 @@ one line on stderr and exit with a non-zero status (1 for input problems, 130 fo
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import OrbitSegError
+from .protocol import error_line, progress_line
 
 log = logging.getLogger("orbitseg")
 
@@ -24,7 +24,7 @@ def _progress_printer(mode: str):
 
     def show(fraction: float, message: str) -> None:
         if mode == "json":
-            print(json.dumps({"progress": round(fraction, 4), "message": message}), file=sys.stderr, flush=True)
+            print(progress_line(fraction, message), file=sys.stderr, flush=True)
         else:
             print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
@@ -404,11 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except OrbitSegError as exc:
-        print(f"orbitseg: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 1
     except OSError as exc:  # a disk or permission problem met after the checks (e.g. the disk filled up)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"orbitseg: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(error_line(f"{where}{exc.strerror or exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("orbitseg: interrupted", file=sys.stderr)

@@ -18,12 +18,12 @@ from OrbitSegLib import qa, structures
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import atomic_path, read_image, write_image
 from OrbitSegLib.metrics import compare_labelmaps, volumes_cm3
+from OrbitSegLib.protocol import SegmentationJob
 from OrbitSegLib.tables import read_csv, volume_rows
 from OrbitSegLib.voi import VOI, suggest_voi
 
 from . import roi, segments, tablenodes
 from .geometry import volume_to_image
-from .jobs import SegmentationJob
 
 
 @dataclass

@@ -38,16 +38,15 @@ from ..inference import DeviceChoice, InferenceOptions, configure_threads, selec
 from ..model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
 from ..models.checkpoint import read_card
 from ..pipeline import check_output_folder, segment_image, write_outputs
+from ..protocol import (BATCH_LOG_NAME, BATCH_OUTPUTS, MARKER_NAME, OVERLAY_NAME, RUN_NAME, SEGMENTATION_NAME,
+                        VOLUMES_NAME)
 from ..segio import read_reference
 from . import summary
 from .overlay import write_overlay
-from .studies import BATCH_OUTPUTS, Study, fingerprint_hash, read_studies
+from .studies import Study, fingerprint_hash, read_studies
 
 log = logging.getLogger(__name__)
 
-MARKER_NAME = "batch.json"
-"""Per-study completion marker, written last."""
-LOG_NAME = "batch.log"
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model:
         result = segment_image(image, model, start_slice=study.start_slice, end_slice=study.end_slice,
                                side=study.side, reference=reference, progress=stage.follow)
         stage.name = "overlay"
-        write_overlay(image, result.labelmap, result.voi, result.sides, folder / "overlay.png", study.id)
+        write_overlay(image, result.labelmap, result.voi, result.sides, folder / OVERLAY_NAME, study.id)
         stage.name = "write outputs"
         write_outputs(result, folder, source=str(study.image))
         outcome.seconds = time.perf_counter() - start
@@ -197,7 +196,7 @@ def is_finished(out_dir: str | os.PathLike, study_id: str, fingerprint: str) -> 
     except (OSError, ValueError):
         return False
     return marker.get("fingerprint") == fingerprint and all(
-        (folder / name).is_file() for name in ("segmentation.seg.nrrd", summary.VOLUMES_NAME, "run.json"))
+        (folder / name).is_file() for name in (SEGMENTATION_NAME, VOLUMES_NAME, RUN_NAME))
 
 
 # ------------------------------------------------------------------------------------- threads and models
@@ -484,7 +483,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     _check_outputs_spare_inputs(out_dir, Path(studies_path), studies)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    batch_log = BatchLog(out / LOG_NAME)
+    batch_log = BatchLog(out / BATCH_LOG_NAME)
     setup = {"model_sha256": _file_sha256(model_path), "options": asdict(config.options)}
     fingerprints = {s.id: fingerprint_hash(s.fingerprint(), setup) for s in studies}
     counts = BatchCounts(len(studies))
@@ -546,7 +545,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     tables = summary.collect(out, studies, finished, errors)
     paths = summary.write_tables(out, tables)
     paths["report"] = write_report(out, studies, tables, run_info, counts, interrupted)
-    paths["log"] = out / LOG_NAME
+    paths["log"] = out / BATCH_LOG_NAME
     batch_log.write(f"finished: {counts.done} done, {counts.skipped} skipped, {counts.failed} failed; "
                     f"report {paths['report']}")
     return BatchSummary(out, counts, outcomes, paths, interrupted)
