@@ -123,7 +123,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     ``options``; a loaded model keeps the options it was loaded with). With ``options.grid_shifts`` > 1
     each eye is segmented on that many shifted model grids and the scores averaged on the CT grid.
     With ``reference`` (a labelmap on the CT's grid or a crop of it, placed by
-    :func:`metrics.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
+    :func:`references.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
     polled between steps and raises :class:`CancelledError`.
     """
     stages = _Stages(progress, cancel)

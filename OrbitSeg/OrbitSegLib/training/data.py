@@ -7,7 +7,7 @@ partial-volume fractions per structure (:func:`preprocess.label_fractions`). The
 reference's globe centroids, jittered by a few mm as automatic detection would be, with the axial
 range widened to cover every labelled voxel.
 
-A reference need not annotate every structure (:func:`metrics.annotated_structures`): each eye records
+A reference need not annotate every structure (:func:`references.annotated_structures`): each eye records
 which it annotates, and the loss leaves the others out for that eye rather than teach them as background.
 
 Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255,
@@ -34,7 +34,7 @@ import SimpleITK as sitk
 from .. import structures
 from ..errors import OrbitSegError
 from ..imageio import axial_axis, read_image
-from ..metrics import annotated_structures
+from ..references import annotated_structures
 from ..preprocess import image_to_grid, label_fractions, labels_to_grid, model_grid
 from ..segio import read_reference
 from ..tables import read_csv
