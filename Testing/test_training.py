@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from OrbitSegLib import models, structures
+from OrbitSegLib.batch.studies import StudyListError
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
 from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
@@ -469,6 +470,25 @@ def test_bad_training_settings(tmp_path, capsys):
         _config(tmp_path, structure_weights={"optic_nerve": -1.0}).resolved()
     assert main(["train", "--phantom", "2", "--out", str(tmp_path / "x"), "--structure-weight", "superior_rectus"]) != 0
     assert "--structure-weight takes STRUCTURE=WEIGHT" in capsys.readouterr().err
+
+
+def test_training_reads_study_lists_with_the_batch_reader(tmp_path):
+    """The same list is checked as for batch mode: header names in any case, ids unique ignoring case."""
+    for name in ("a.nii.gz", "a.seg.nrrd", "b.nii.gz", "b.seg.nrrd"):
+        (tmp_path / name).write_bytes(b"")
+    listed = tmp_path / "studies.csv"
+    listed.write_text("ID,Image,Reference,group\nA,a.nii.gz,a.seg.nrrd,x\nB,b.nii.gz,b.seg.nrrd,y\n", encoding="utf-8")
+    studies = studies_from_list(listed)
+    assert [s.case_id for s in studies] == ["A", "B"] and str(tmp_path / "a.nii.gz") in studies[0].source_key
+    listed.write_text("id,image,reference\nA,a.nii.gz,a.seg.nrrd\na,b.nii.gz,b.seg.nrrd\n", encoding="utf-8")
+    with pytest.raises(StudyListError, match="duplicate id 'a'"):
+        studies_from_list(listed)
+    listed.write_text("id,image,reference\nA,a.nii.gz,a.seg.nrrd\nB,b.nii.gz,\n", encoding="utf-8")
+    with pytest.raises(OrbitSegError, match="training needs a reference for every study .*none for B"):
+        studies_from_list(listed)
+    listed.write_text("id,image,reference\nA,a.nii.gz,gone.seg.nrrd\n", encoding="utf-8")
+    with pytest.raises(OrbitSegError, match="study A: .*gone.seg.nrrd not found"):
+        studies_from_list(listed)
 
 
 def _train_command(tmp_path, cases: int, seed: int, *options: str) -> int:
