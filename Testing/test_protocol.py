@@ -152,3 +152,15 @@ def test_a_cancelled_run_offers_its_newest_best_checkpoint(tmp_path):
     for path in tmp_path.glob("fold*/best.pt"):
         path.unlink()
     assert protocol.best_checkpoint_so_far(tmp_path) == tmp_path / "fold1" / "last.pt"
+
+
+def test_job_folders_started_in_the_same_second_differ(tmp_path):
+    folders = [protocol.new_job_dir(tmp_path / "OrbitSeg") for _ in range(20)]
+    assert len(set(folders)) == 20 and all(f.is_dir() and not any(f.iterdir()) for f in folders)
+    assert all(f.parent == tmp_path / "OrbitSeg" and f.name[:8].isdigit() for f in folders)
+
+
+def test_the_device_query_prints_the_device_a_run_would_get():
+    done = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *protocol.DeviceQuery("cpu").arguments()],
+                          capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines() == ["CPU (as requested)"]

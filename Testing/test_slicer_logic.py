@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy
 import SimpleITK as sitk
 import slicerio
 import torch
@@ -497,6 +498,12 @@ def test_dependency_checks_and_pinned_installs(tmp_path):
     arguments = requirements.install_arguments(["monai>=1.4"])
     assert arguments[0] == "monai>=1.4"
     assert f"numpy=={np.__version__}" in arguments and f"torch=={torch.__version__}" in arguments
+    assert f"scipy=={scipy.__version__}" in arguments  # Slicer's SciPy is never swapped for another
+    assert requirements.install_arguments(["scipy>=99"])[:1] == ["scipy>=99"]  # unless it is too old
+    assert not any(a.startswith("scipy==") for a in requirements.install_arguments(["scipy>=99"]))
+    assert requirements.slicer_version_problem(*requirements.MINIMUM_SLICER) == ""
+    assert requirements.slicer_version_problem(6, 0) == ""
+    assert "needs 3D Slicer 5.6 or newer; this is Slicer 5.2" in requirements.slicer_version_problem(5, 2)
     bad = tmp_path / "requirements.txt"
     bad.write_text("monai>=1.4\nnot a requirement ===\n", encoding="utf-8")
     with pytest.raises(Exception, match="Expected"):
@@ -560,6 +567,10 @@ def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
     assert all(s.GetXColumnName() == "step" and s.GetTableNode() is table for s in series)
     trainingchart.loss_chart(table, chart)  # idempotent: no duplicate series
     assert chart.GetNumberOfPlotSeriesNodes() == 3
+    panel_table, panel_chart = trainingchart.log_nodes(mrml.scene)  # what the training panel shows
+    assert panel_table.GetNumberOfRows() == 0 and panel_chart.GetNumberOfPlotSeriesNodes() == 3
+    assert trainingchart.refresh_log_table(log, panel_table) == 3 and panel_table.GetNumberOfRows() == 3
+    assert trainingchart.log_nodes(mrml.scene, panel_table, panel_chart) == (panel_table, panel_chart)
 
 
 @pytest.mark.slow

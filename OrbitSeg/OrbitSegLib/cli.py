@@ -410,6 +410,22 @@ def cmd_models(args) -> int:
     return 0
 
 
+def device_parser(commands) -> None:
+    """``orbitseg device``: the compute device a run would get."""
+    device = commands.add_parser("device", help="say which compute device a run would use",
+                                 description="Print one line naming the device a run with --device would use "
+                                             "(the panels ask this in a background process).")
+    device.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
+    device.set_defaults(func=cmd_device)
+
+
+def cmd_device(args) -> int:
+    from .inference import select_device
+
+    print(select_device(args.device).note)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orbitseg", description=(
         "Segment the rectus muscles, optic nerve and globe of both eyes on orbital CT and measure their volumes."))
@@ -417,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     commands = parser.add_subparsers(dest="command", required=True)
     for add_command in (segment_parser, batch_parser, phantom_parser, train_parser, ensemble_parser,
-                        evaluate_parser, models_parser):
+                        evaluate_parser, models_parser, device_parser):
         add_command(commands)
     return parser
 

@@ -20,6 +20,8 @@ import csv
 import json
 import math
 import os
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,10 +196,30 @@ class SegmentationJob:
             return {}
 
 
+def new_job_dir(parent: str | os.PathLike) -> Path:
+    """A new, empty job folder in ``parent``, named after the time it was made (``20261204-185021-k3j9_x``):
+    unique even for jobs started in the same second."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=parent))
+
+
 def cpu_fallback(requested_device: str, device: str) -> bool:
     """True when the user asked for ``auto`` and the run did not get a GPU (``device``: ``run.json``'s
     ``device`` value, ``cpu`` or ``cuda:N``)."""
     return requested_device == "auto" and not device.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class DeviceQuery:
+    """``orbitseg device``: the device a run with ``--device device`` would get, printed as one stdout
+    line (``inference.select_device``'s note, e.g. "GPU: ..." or "No CUDA GPU available ..."); asked
+    in a background process so that the asking process never initialises CUDA itself."""
+
+    device: str = "auto"
+
+    def arguments(self) -> list[str]:
+        return ["device", "--device", self.device]
 
 
 DATA_SOURCES = ("studies", "folder", "phantom")

@@ -1,10 +1,12 @@
-"""Which of OrbitSeg's Python requirements are missing in Slicer's Python, and how to install them safely.
+"""What OrbitSeg needs from 3D Slicer and its Python, and how to install what is missing safely.
 
-Slicer ships numpy and its own SimpleITK; PyTorch comes from the SlicerPyTorch extension (which picks
-a build matching the GPU). The rest (MONAI, SciPy, scikit-image, slicerio, ...) is listed in
-``OrbitSeg/Resources/requirements.txt`` and installed with Slicer's pip after the user agrees. The
-install pins the numpy and torch already present, so pip can never swap them (the NumPy 1/2 and
-CPU-only-torch breakages users report with other extensions).
+Slicer ships Python with numpy, SciPy and its own SimpleITK; PyTorch comes from the SlicerPyTorch
+extension (which picks a build matching the GPU). The rest (MONAI, scikit-image, slicerio, ...) is
+listed in ``OrbitSeg/Resources/requirements.txt`` and installed with Slicer's pip after the user
+agrees. ``requirements.txt`` asks for what the code needs, not the newest versions, so that Slicer's
+own packages satisfy it; the install pins numpy, SciPy and torch at the versions present (unless one
+of them is itself too old and listed to install), so pip can never swap them for others (the NumPy 1/2
+and CPU-only-torch breakages users report with other extensions). No Slicer imports: tested headless.
 """
 from __future__ import annotations
 
@@ -14,8 +16,21 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-PINNED = ("numpy", "torch")
-"""Packages that must stay at the version Slicer (or SlicerPyTorch) installed."""
+PINNED = ("numpy", "scipy", "torch")
+"""Packages that stay at the version Slicer (or SlicerPyTorch) installed unless OrbitSeg needs a newer one."""
+MINIMUM_TORCH = "2.1"
+MINIMUM_SLICER = (5, 6)
+"""Oldest Slicer the panels support: the parameter-node wrapper with enum and path widgets, PyTorchUtils'
+``installTorch(torchVersionRequirement=...)``, and Python 3.9 with SciPy >= 1.9."""
+
+
+def slicer_version_problem(major: int, minor: int) -> str:
+    """Why this Slicer is too old for OrbitSeg (one sentence), or ``""`` when it is recent enough."""
+    if (major, minor) >= MINIMUM_SLICER:
+        return ""
+    need = ".".join(str(v) for v in MINIMUM_SLICER)
+    return (f"OrbitSeg needs 3D Slicer {need} or newer; this is Slicer {major}.{minor}. Install a current "
+            "Slicer from download.slicer.org and OrbitSeg from its Extensions Manager.")
 
 
 def read_requirements(path: str | os.PathLike) -> list[str]:
@@ -53,6 +68,8 @@ def unmet(requirements: list[str]) -> list[str]:
 
 
 def install_arguments(requirements: list[str]) -> list[str]:
-    """pip install arguments for ``requirements`` that keep numpy and torch at their installed versions."""
-    pins = [f"{name}=={version}" for name in PINNED if (version := installed_version(name))]
+    """pip install arguments for ``requirements`` that keep numpy, SciPy and torch at their installed
+    versions (one that ``requirements`` itself asks to install is left free)."""
+    wanted = {Requirement(line).name.lower() for line in requirements}
+    pins = [f"{name}=={version}" for name in PINNED if name not in wanted and (version := installed_version(name))]
     return list(requirements) + pins

@@ -5,6 +5,10 @@ line, output folder and log path) is :class:`OrbitSegLib.protocol.TrainingJob`.
 """
 from __future__ import annotations
 
+import os
+
+from OrbitSegLib.protocol import read_training_log
+
 PLOTTED = (("train_loss", "Training loss"), ("val_loss", "Validation loss"), ("val_dice", "Validation Dice"))
 
 
@@ -40,3 +44,21 @@ def loss_chart(table_node, chart_node):
     chart_node.SetXAxisTitle("epoch (counted over all folds)")
     chart_node.SetYAxisTitle("loss / Dice")
     return chart_node
+
+
+def log_nodes(scene, table_node=None, chart_node=None):
+    """The training panel's log table and loss chart nodes (created in ``scene`` when missing), wired
+    together; returns ``(table_node, chart_node)``."""
+    table_node = table_node or scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName("OrbitSeg training log"))
+    chart_node = chart_node or scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName("OrbitSeg training"))
+    update_log_table(table_node, [])
+    return table_node, loss_chart(table_node, chart_node)
+
+
+def refresh_log_table(log_path: str | os.PathLike, table_node) -> int:
+    """Reload a training log into the table node when it has new rows (the chart follows); returns the
+    number of complete rows."""
+    rows = read_training_log(log_path)
+    if rows and len(rows) != table_node.GetNumberOfRows():
+        update_log_table(table_node, rows)
+    return len(rows)
