@@ -271,7 +271,12 @@ def test_the_slicer_side_parses_as_python_3_9():
     """Slicer 5.6 to 5.8 run Python 3.9: no newer syntax in the modules or the libraries they import."""
     for f in sorted(source_files()):
         if f.endswith(".py") and f.startswith(MODULES):
-            ast.parse((REPO / f).read_text(encoding="utf-8"), filename=f, feature_version=(3, 9))
+            tree = ast.parse((REPO / f).read_text(encoding="utf-8"), filename=f, feature_version=(3, 9))
+            postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
+            annotations = [a for n in ast.walk(tree) for a in (getattr(n, "annotation", None), getattr(n, "returns", None))
+                           if a is not None]
+            unions = [a for a in annotations for n in ast.walk(a) if isinstance(n, ast.BinOp)]
+            assert postponed or not unions, f"{f}: X | Y annotations need 'from __future__ import annotations' on 3.9"
 
 
 def test_slicer_requirements_match_pyproject():

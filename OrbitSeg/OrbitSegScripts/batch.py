@@ -9,6 +9,8 @@ subfolder because Slicer loads every ``.py`` file at the top of a module folder 
 ``orbitseg batch --help``. The exit status is the command's: 0 all studies finished, 1 some failed,
 130 interrupted.
 """
+from __future__ import annotations
+
 import os
 import sys
 
