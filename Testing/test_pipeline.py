@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -263,7 +261,8 @@ def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
     (["segment", "{ct}", "--out", "{ct}"], "is a file"),
     (["ensemble", "{model}", "{model}", "--out", "{dir}"], "is a folder"),
 ])
-def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message):
+def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message, capsys):
+    """In this process (``test_protocol`` runs the command line as its own process once)."""
     ct = write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)), tmp_path / "ct.nii.gz")
     fill = {"missing": str(tmp_path / "nope.nii.gz"), "out": str(tmp_path / "out"), "ct": str(ct),
             "model": str(model_dir / "tiny-sv.pt"), "dir": str(tmp_path)}
@@ -273,9 +272,7 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message
     if message == "CUDA" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     argv += ["--progress", "none"] if argv[0] == "segment" else []
-    proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv],
-                          capture_output=True, text=True, encoding="utf-8")
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
+    assert main(argv) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith(protocol.ERROR_PREFIX) and message in lines[-1]
     assert not (tmp_path / "out" / "segmentation.seg.nrrd").exists()

@@ -27,6 +27,8 @@ from OrbitSegLib.training.losses import SegmentationLoss, known_channels
 
 TINY_SV = {"widths": [4, 8, 8, 16, 16]}
 TINY_SEQ = {"widths": [4, 8, 8], "lstm1_hidden": 8, "lstm2_hidden": 4}
+SHARED_CACHE = None
+"""Set by the :func:`shared_cache` fixture."""
 SPEC = GridSpec((1.0, 1.0, 2.0), (48.0, 400.0), 16)
 SOFT_SPEC = dataclasses.replace(SPEC, soft_targets=True)
 
@@ -350,10 +352,20 @@ def test_fold_split_is_deterministic_and_disjoint():
     assert fold_split(ids, 1, seed=3) == [[]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_cache(tmp_path_factory):
+    """One prepared-data cache for this module's training runs (``_config``'s default). Prepared eyes are
+    keyed by their study, grid and data seed, so a run that reads another run's eyes trains on what it
+    would have prepared itself; the tests about the cache give their own folder."""
+    global SHARED_CACHE
+    SHARED_CACHE = tmp_path_factory.mktemp("prepared")
+    return SHARED_CACHE
+
+
 def _config(tmp_path, **changes):
     base = dict(out_dir=str(tmp_path / "run"), architecture="sv-net", model_config=TINY_SV, spacing=(1.0, 1.0, 2.0),
                 input_size=(48, 64, 16), folds=3, fold=0, epochs=2, batch_size=2, lr=1e-3, seed=1,
-                device="cpu", cache_dir=str(tmp_path / "cache"), name="tiny")
+                device="cpu", cache_dir=str(SHARED_CACHE), name="tiny")
     base.update(changes)
     return TrainConfig(**base)
 
@@ -377,7 +389,8 @@ def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
 
 
 def test_training_on_partial_volume_targets(phantom_studies, tmp_path):
-    result = train(_config(tmp_path, soft_targets=True), phantom_studies, data_description="tiny phantom")
+    result = train(_config(tmp_path, soft_targets=True, cache_dir=str(tmp_path / "cache")), phantom_studies,
+                   data_description="tiny phantom")
     _, card = models.load_checkpoint(result.model_path)
     assert "partial-volume targets" in card.training_data
     rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
@@ -391,8 +404,8 @@ def test_data_seed_keeps_the_cache_and_folds_while_the_seed_draws_other_patches(
                                                                                 monkeypatch):
     splits = []
     monkeypatch.setattr(training_loop, "fold_split", lambda *args: splits.append(args) or fold_split(*args))
-    first = train(_config(tmp_path / "a", epochs=1), phantom_studies)  # seed 1: data seed 1 too
     cache = tmp_path / "a" / "cache"
+    first = train(_config(tmp_path / "a", epochs=1, cache_dir=str(cache)), phantom_studies)  # seed 1: data seed 1 too
     prepared = sorted(p.name for p in cache.iterdir())
     broken = [type(s)(s.case_id, lambda: (_ for _ in ()).throw(AssertionError("prepared again")), s.source_key)
               for s in phantom_studies]
