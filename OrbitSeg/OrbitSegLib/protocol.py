@@ -188,6 +188,10 @@ class SegmentationJob:
     def run_path(self) -> Path:
         return self.out_dir / RUN_NAME
 
+    @property
+    def volumes_path(self) -> Path:
+        return self.out_dir / VOLUMES_NAME
+
     def read_run(self) -> dict:
         """The run record (model, device note, VOI, timings) the CLI wrote; ``{}`` when missing."""
         try:

@@ -98,7 +98,7 @@ class SegmentationLogic:
             raise OrbitSegError(f"the OrbitSeg process wrote no result ({job.labels_path} is missing)")
         run = job.read_run()
         sides = tuple(run.get("sides") or structures.sides_for(job.side))
-        rows = _typed_rows(read_csv(job.out_dir / "volumes.csv"))
+        rows = _typed_rows(read_csv(job.volumes_path))
         shown = self.show_result(read_image(job.labels_path), sides, volume_node, segmentation_node, volume_table_node,
                                  reference_node=reference_node, comparison_table_node=comparison_table_node,
                                  closed_surface=closed_surface, rows=rows)
