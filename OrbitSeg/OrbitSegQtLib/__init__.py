@@ -8,6 +8,8 @@
 - :mod:`.environment`: the minimum Slicer version, installing OrbitSeg's Python packages, and the
   compute device (asked in a background process);
 - :mod:`.voisection`: the OrbitSeg panel's volume-of-interest controls (eye boxes, start/end slices);
+- :mod:`.modelsection`: the OrbitSeg panel's model list and card (a scene's missing model kept as "not found");
+- :mod:`.trainingrun`: the OrbitSeg Training panel's run, live log and model registration;
 - :mod:`.sampledata`: the sample case in Slicer's Sample Data module;
 - :mod:`.selftests`: the modules' self-tests (run from Slicer's Reload & Test).
 
