@@ -63,6 +63,14 @@ def test_study_bootstrap_resamples_studies_not_eyes():
     assert evaluation.study_bootstrap_ci(same, "iou") == pytest.approx((0.9, 0.9))
 
 
+def test_study_bootstrap_gives_the_same_interval_on_scipy_without_rng(monkeypatch):
+    """Slicer's SciPy (< 1.15) takes the seed as ``random_state``: the same resamples, the same interval."""
+    rows = [{"id": f"s{i}", "iou": v} for i, v in enumerate(np.random.default_rng(3).normal(0.8, 0.05, size=12))]
+    current = evaluation.study_bootstrap_ci(rows, "iou")
+    monkeypatch.setattr(evaluation, "_bootstrap_takes_rng", lambda: False)
+    assert evaluation.study_bootstrap_ci(rows, "iou") == current
+
+
 def test_study_bootstrap_interval_covers_the_true_mean():
     """Coverage over 200 simulated evaluations of 24 studies (two correlated eyes each, skewed IoU):
     the 95 % interval holds the true mean in about 95 % of them."""

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import slicerio
 import torch
 
 from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model, make_image
-from OrbitSegLib import models, structures
+from OrbitSegLib import models, protocol, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, same_grid, write_image
@@ -268,9 +266,10 @@ def test_cli_end_to_end(tmp_path, model_dir, monkeypatch, capsys):
     (["segment", "{blank}", "--out", "{out}"], "give the eye boxes and slices yourself with --voi"),
     (["ensemble", "{model}", "{model}", "--out", "{dir}"], "is a folder"),
 ])
-def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message):
+def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message, capsys):
     """Every refused input: exit 1, one line on stderr with nothing before it (progress on, as by
-    default), no traceback and no output file."""
+    default), no traceback and no output file. In this process (``test_protocol`` runs the command
+    line as its own process once)."""
     ct = write_image(blob_phantom(spacing=(0.8, 0.8, 2.0)), tmp_path / "ct.nii.gz")
     noise = make_image(np.random.default_rng(0).random((10, 10, 10), dtype=np.float32), spacing=(10.0, 10.0, 10.0))
     blank = np.full((20, 60, 60), -1000, np.int16)  # air around a block of soft tissue: no globes
@@ -286,10 +285,8 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, model_dir, args, message
         argv += ["--model", str(model_dir / "tiny-sv.pt")]
     if message == "CUDA" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = subprocess.run([sys.executable, "-m", "OrbitSegLib.cli", *argv],
-                          capture_output=True, text=True, encoding="utf-8")
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("orbitseg: error:") and message in lines[0]
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(protocol.ERROR_PREFIX) and message in lines[0]
     assert not (tmp_path / "out" / "segmentation.seg.nrrd").exists()

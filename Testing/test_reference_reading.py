@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import slicerio
 
 from conftest import ROTATIONS, make_image
-from OrbitSegLib import metrics, segio, structures
+from OrbitSegLib import metrics, references, segio, structures
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import ijk_to_lps, read_image, same_grid
 from OrbitSegLib.phantom import write_dataset
@@ -58,7 +58,7 @@ def test_cropped_seg_nrrd_is_placed_on_the_ct_grid(case, tmp_path):
     back = segio.read_reference(path, ct)
     assert same_grid(back, ct)
     np.testing.assert_array_equal(array(back), array(full))
-    assert metrics.annotated_structures(back) == metrics.annotated_structures(full)
+    assert references.annotated_structures(back) == references.annotated_structures(full)
 
     as_stored = segio.read_reference(path)  # on its own (cropped) grid: compare_labelmaps places it
     assert as_stored.GetSize() == small.GetSize()
@@ -98,7 +98,7 @@ def test_reference_on_a_shifted_lattice_is_refused(case, tmp_path):
     with pytest.raises(OrbitSegError, match=r"shifted\.seg\.nrrd: the reference segmentation is on a different grid"):
         segio.read_reference(path, ct)
     with pytest.raises(OrbitSegError, match="different grid"):
-        metrics.reference_on_grid(ct, segio.read_reference(path))
+        references.reference_on_grid(ct, segio.read_reference(path))
     finer = make_image(array(segio.read_reference(case / "labels.nii.gz")), (0.5, 0.5, 2.0), ct.GetOrigin())
     with pytest.raises(OrbitSegError, match="different grid"):
         metrics.compare_labelmaps(ct, finer)
@@ -133,7 +133,7 @@ def test_structures_missing_from_a_seg_nrrd_have_no_reference_values(case, tmp_p
     prediction = segio.read_reference(case / "labels.nii.gz", ct)  # stands in for OrbitSeg's result
     complete = segio.read_reference(case / "reference.seg.nrrd", ct)
     partial = segio.read_reference(write_without_optic_nerves(complete, tmp_path / "partial.seg.nrrd"), ct)
-    assert metrics.annotated_structures(partial) == metrics.annotated_structures(complete) - OPTIC_NERVES
+    assert references.annotated_structures(partial) == references.annotated_structures(complete) - OPTIC_NERVES
 
     with caplog.at_level(logging.WARNING, logger="OrbitSegLib"):
         comparison = metrics.compare_labelmaps(prediction, partial)
@@ -182,7 +182,7 @@ def test_a_labelmap_made_in_memory_annotates_every_structure():
     labels = np.zeros((4, 5, 6), np.uint8)
     labels[1:3, 1:3, 1:3] = structures.label_value("right", "globe")
     image = make_image(labels)
-    assert len(metrics.annotated_structures(image)) == 12
+    assert len(references.annotated_structures(image)) == 12
     rows = metrics.compare_labelmaps(image, image)
     left_globe = next(r for r in rows if (r["side"], r["structure"]) == ("left", "globe"))
     assert left_globe["reference_volume_cm3"] == 0.0 and left_globe["vs"] == 1.0

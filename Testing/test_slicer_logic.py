@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,22 +18,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy
 import SimpleITK as sitk
 import slicerio
 import torch
 
 from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model, head_phantom, make_image
-from OrbitSegLib import imageio, models, structures
-from OrbitSegLib.cli import build_parser
+from OrbitSegLib import imageio, model_cards, models, protocol, requirements, structures
 from OrbitSegLib.errors import OrbitSegError
-from OrbitSegLib.model_store import available_models
+from OrbitSegLib.model_store import available_models, register_model
 from OrbitSegLib.segio import read_reference
 from OrbitSegLib.voi import suggest_voi
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "OrbitSeg"))
-
-from OrbitSegMRMLLib import dependencies, jobs, modelinfo, training  # noqa: E402  (no Slicer imports)
 
 try:
     import slicer
@@ -45,7 +42,7 @@ if slicer is not None:
     import vtk
     from vtk.util import numpy_support
 
-    from OrbitSegMRMLLib import geometry, roi, segments, tablenodes
+    from OrbitSegMRMLLib import geometry, roi, segments, tablenodes, trainingchart
     from OrbitSegMRMLLib.logic import SegmentationLogic
 
 needs_slicer = pytest.mark.skipif(slicer is None, reason="slicer-core (headless MRML) is not installed")
@@ -451,11 +448,11 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(image))
     assert json.loads(job.voi_path.read_text(encoding="utf-8")) == voi.to_dict()
 
-    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=600, encoding="utf-8")
+    done = subprocess.run(protocol.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=600, encoding="utf-8")
     assert done.returncode == 0, done.stderr[-2000:]
-    splitter = jobs.LineSplitter()
+    splitter = protocol.LineSplitter()
     lines = splitter.feed(done.stderr) + splitter.flush()
-    progress = [p for p in map(jobs.parse_progress, lines) if p is not None]
+    progress = [p for p in map(protocol.parse_progress, lines) if p is not None]
     assert progress[0].fraction == 0.0 and progress[-1].fraction == 1.0
     assert [p.fraction for p in progress] == sorted(p.fraction for p in progress)
     assert any("right eye (OD)" in p.message for p in progress)
@@ -467,7 +464,7 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     shown = mrml.logic.load_job_results(job, ct, segmentation, table, closed_surface=False)
     assert shown.model_name == "constant" and shown.device_note.startswith("CPU")
     assert shown.voi.start_slice == voi.start_slice + 1 and shown.voi.boxes.keys() == voi.boxes.keys()
-    assert not jobs.cpu_fallback("cpu", shown.device)
+    assert not protocol.cpu_fallback("cpu", shown.device)
     globes = [r for r in tablenodes.table_node_rows(table) if r["structure"] == "globe"]
     assert len(globes) == 2 and all(r["volume_cm3"] > 1.0 for r in globes)  # the constant model fills each box
     others = [r for r in tablenodes.table_node_rows(table) if r["structure"] != "globe"]
@@ -483,62 +480,33 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     assert [float(r["volume_cm3"]) for r in written_rows] == pytest.approx([r["volume_cm3"] for r in shown.rows], rel=1e-5)
 
     bad = mrml.logic.prepare_job(ct, tmp_path / "bad", str(model), device="cpu", start=500, end=600)
-    failed = subprocess.run(jobs.cli_command(sys.executable, bad.arguments()), capture_output=True, text=True, timeout=600, encoding="utf-8")
+    failed = subprocess.run(protocol.cli_command(sys.executable, bad.arguments()), capture_output=True, text=True, timeout=600, encoding="utf-8")
     assert failed.returncode != 0
-    assert jobs.error_message(failed.stderr.splitlines(), failed.returncode) == \
+    assert protocol.error_message(failed.stderr.splitlines(), failed.returncode) == \
         f"start slice 500 is outside the image (slices 0..{image.GetSize()[2] - 1})"
     with pytest.raises(OrbitSegError, match="wrote no result"):
         mrml.logic.load_job_results(bad, ct, segmentation, table)
 
 
-def test_segmentation_job_arguments_are_what_the_cli_accepts(tmp_path):
-    job = jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "out", "sv-net", "left", "cuda", tmp_path / "voi.json", 4, 30)
-    args = build_parser().parse_args(job.arguments())
-    assert (args.command, args.ct, args.out, args.model, args.side, args.device) == \
-        ("segment", str(tmp_path / "ct.nrrd"), str(tmp_path / "out"), "sv-net", "left", "cuda")
-    assert (args.voi, args.start, args.end, args.progress) == (str(tmp_path / "voi.json"), 4, 30, "json")
-    plain = build_parser().parse_args(jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "o", "m").arguments())
-    assert (plain.voi, plain.start, plain.end, plain.side, plain.device) == (None, None, None, "both", "auto")
-    assert plain.grid_shifts == 1 and args.grid_shifts == 1
-    shifted = jobs.SegmentationJob(tmp_path / "ct.nrrd", tmp_path / "o", "m", grid_shifts=2)
-    assert build_parser().parse_args(shifted.arguments()).grid_shifts == 2
-    command = jobs.cli_command("/opt/Slicer/bin/PythonSlicer", ["segment", "x"], library="/lib")
-    assert command[:2] == ["/opt/Slicer/bin/PythonSlicer", "-c"] and command[3:] == ["/lib", "segment", "x"]
-    assert jobs.library_parent() == REPO / "OrbitSeg"
-
-
-def test_progress_lines_and_error_messages():
-    splitter = jobs.LineSplitter()
-    assert splitter.feed('{"progress": 0.1, "message": "Read') == []
-    assert splitter.feed('ing"}\r\nWARNING x\n{"progr') == ['{"progress": 0.1, "message": "Reading"}', "WARNING x"]
-    assert splitter.feed('ess": 1.5, "message": "Done"}') == []
-    assert splitter.flush() == ['{"progress": 1.5, "message": "Done"}']
-    assert jobs.parse_progress(splitter.lines[0]) == jobs.Progress(0.1, "Reading")
-    assert jobs.parse_progress(splitter.lines[2]) == jobs.Progress(1.0, "Done")  # clamped
-    for other in ("WARNING x", "{not json}", '{"message": "no progress"}', '{"progress": "a"}', ""):
-        assert jobs.parse_progress(other) is None
-    lines = ['{"progress": 0.2, "message": "x"}', "orbitseg: error: model 'x' not found", "Traceback"]
-    assert jobs.error_message(lines, 1) == "model 'x' not found"
-    assert jobs.error_message(['{"progress": 0.2, "message": "x"}', "Killed"], -9) == \
-        "the OrbitSeg process exited with status -9: Killed"
-    assert jobs.cpu_fallback("auto", "cpu")
-    assert not jobs.cpu_fallback("auto", "cuda:0")
-    assert not jobs.cpu_fallback("cpu", "cpu")
-
-
 def test_dependency_checks_and_pinned_installs(tmp_path):
-    requirements = dependencies.read_requirements(REPO / "OrbitSeg" / "Resources" / "requirements.txt")
-    assert "monai>=1.4" in requirements and not any(r.startswith(("torch", "numpy", "SimpleITK")) for r in requirements)
-    assert dependencies.unmet(requirements) == []  # this environment has them all
-    assert dependencies.unmet(["numpy>=1", "numpy<0.1", "surely-not-an-installed-package-xyz"]) == \
+    listed = requirements.read_requirements(REPO / "OrbitSeg" / "Resources" / "requirements.txt")
+    assert "monai>=1.4" in listed and not any(r.startswith(("torch", "numpy", "SimpleITK")) for r in listed)
+    assert requirements.unmet(listed) == []  # this environment has them all
+    assert requirements.unmet(["numpy>=1", "numpy<0.1", "surely-not-an-installed-package-xyz"]) == \
         ["numpy<0.1", "surely-not-an-installed-package-xyz"]
-    arguments = dependencies.install_arguments(["monai>=1.4"])
+    arguments = requirements.install_arguments(["monai>=1.4"])
     assert arguments[0] == "monai>=1.4"
     assert f"numpy=={np.__version__}" in arguments and f"torch=={torch.__version__}" in arguments
+    assert f"scipy=={scipy.__version__}" in arguments  # Slicer's SciPy is never swapped for another
+    assert requirements.install_arguments(["scipy>=99"])[:1] == ["scipy>=99"]  # unless it is too old
+    assert not any(a.startswith("scipy==") for a in requirements.install_arguments(["scipy>=99"]))
+    assert requirements.slicer_version_problem(*requirements.MINIMUM_SLICER) == ""
+    assert requirements.slicer_version_problem(6, 0) == ""
+    assert "needs 3D Slicer 5.6 or newer; this is Slicer 5.2" in requirements.slicer_version_problem(5, 2)
     bad = tmp_path / "requirements.txt"
     bad.write_text("monai>=1.4\nnot a requirement ===\n", encoding="utf-8")
     with pytest.raises(Exception, match="Expected"):
-        dependencies.read_requirements(bad)
+        requirements.read_requirements(bad)
 
 
 # --- models: list, cards, registration ----------------------------------------------------------------
@@ -546,71 +514,36 @@ def test_dependency_checks_and_pinned_installs(tmp_path):
 def test_model_list_cards_and_registration(tmp_path, monkeypatch):
     monkeypatch.setenv("ORBITSEG_USER_MODELS", str(tmp_path / "user"))
     trained = constant_checkpoint(tmp_path / "run" / "fold0.pt")
-    path = training.register_model(trained, "my-sv-net")
+    path = register_model(trained, "my-sv-net")
     assert path == tmp_path / "user" / "my-sv-net.pt" and path.read_bytes() == trained.read_bytes()
     assert available_models()["my-sv-net"] == path
     with pytest.raises(OrbitSegError, match="already exists"):
-        training.register_model(trained, "my-sv-net")
-    assert training.register_model(trained, "my-sv-net", overwrite=True) == path
+        register_model(trained, "my-sv-net")
+    assert register_model(trained, "my-sv-net", overwrite=True) == path
     for bad_name in ("", "../evil", "a b", "x/y"):
         with pytest.raises(OrbitSegError, match="plain name"):
-            training.register_model(trained, bad_name)
+            register_model(trained, bad_name)
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(OrbitSegError, match="not a readable OrbitSeg checkpoint"):
-        training.register_model(broken, "broken")
+        register_model(broken, "broken")
     (tmp_path / "user" / "damaged.pt").write_bytes(b"garbage")
     models.save_ensemble(tmp_path / "user" / "pair.pt", [trained, trained])
 
-    choices = {c.name: c for c in modelinfo.model_choices()}
+    choices = {c.name: c for c in model_cards.model_choices()}
     mine = choices["my-sv-net"]
     assert mine.origin == "user" and mine.card["architecture"] == "sv-net" and not mine.problem
-    html = modelinfo.card_html(mine)
+    html = model_cards.card_html(mine)
     assert "constant test model" in html and "iou / globe: 0.5" in html and "sv-net" in html
-    assert modelinfo.card_tooltip(mine).startswith("constant test model")
-    assert "sv-net, ensemble of 2 networks (outputs averaged)" in modelinfo.card_html(choices["pair"])
-    assert "ensemble" not in modelinfo.card_html(mine)
-    assert choices["damaged"].problem and "cannot be used" in modelinfo.card_html(choices["damaged"])
+    assert model_cards.card_tooltip(mine).startswith("constant test model")
+    assert "sv-net, ensemble of 2 networks (outputs averaged)" in model_cards.card_html(choices["pair"])
+    assert "ensemble" not in model_cards.card_html(mine)
+    assert choices["damaged"].problem and "cannot be used" in model_cards.card_html(choices["damaged"])
     assert [c.origin for c in choices.values()] == sorted((c.origin for c in choices.values()),
                                                           key=lambda o: o != "bundled")
 
 
 # --- training: data, command line, live log ---------------------------------------------------------
-
-def test_training_job_command_lines_are_what_the_cli_accepts(tmp_path):
-    parser = build_parser()
-    for source, data in (("phantom", "12"), ("studies", str(tmp_path / "studies.csv")), ("folder", str(tmp_path))):
-        init = " seq-unet " if source == "studies" else ""
-        job = training.TrainingJob(tmp_path / "out", "my-seq", "seq-unet", source, data, folds=4, epochs=3,
-                                   batch_size=8, learning_rate=5e-5, device="cpu", restart=source == "folder",
-                                   init=init, ensemble=source == "phantom", soft_targets=source != "studies",
-                                   prepare_workers=3)
-        args = parser.parse_args(job.arguments())
-        assert args.workers == 3
-        assert args.init == (init.strip() or None) and args.ensemble == (source == "phantom")
-        assert args.soft_targets == (source != "studies")
-        assert (args.command, args.model, args.name, args.folds, args.epochs, args.batch_size, args.lr, args.device) == \
-            ("train", "seq-unet", "my-seq", 4, 3, 8, 5e-5, "cpu")
-        assert (args.phantom, args.studies, args.folder) == (
-            12 if source == "phantom" else None, data if source == "studies" else None, data if source == "folder" else None)
-        assert (args.out, args.progress, args.restart) == (str(tmp_path / "out"), "json", source == "folder")
-        assert args.cache == str(tmp_path / "out" / "prepared")  # a resumed run reads its studies back
-    assert job.log_path == tmp_path / "out" / "training_log.csv" and job.model_path == tmp_path / "out" / "my-seq.pt"
-    panel = training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
-    assert parser.parse_args(panel.arguments()).workers == panel.prepare_workers == min(4, os.cpu_count() or 1)
-    with pytest.raises(OrbitSegError, match="workers must be at least 1"):
-        training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 2, 1, 1, 1e-4, prepare_workers=0)
-    with pytest.raises(OrbitSegError, match="choose a study list"):
-        training.TrainingJob(tmp_path, "m", "sv-net", "studies", "", 2, 1, 1, 1e-4)
-    with pytest.raises(OrbitSegError, match="plain name"):
-        training.TrainingJob(tmp_path, "bad name", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
-    with pytest.raises(OrbitSegError, match="taken by a bundled model"):  # refused before training, not after
-        training.TrainingJob(tmp_path, "sv-net", "sv-net", "phantom", "4", 2, 1, 1, 1e-4)
-    with pytest.raises(OrbitSegError, match="unknown training data source"):
-        training.TrainingJob(tmp_path, "m", "sv-net", "web", "x", 2, 1, 1, 1e-4)
-    with pytest.raises(OrbitSegError, match="averaging the folds needs at least 2 folds"):
-        training.TrainingJob(tmp_path, "m", "sv-net", "phantom", "4", 1, 1, 1, 1e-4, ensemble=True)
-
 
 @needs_slicer
 def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
@@ -618,34 +551,25 @@ def test_training_log_feeds_a_table_and_a_loss_chart(mrml, tmp_path):
     log.write_text("fold,epoch,train_loss,val_loss,val_dice,lr,seconds\n"
                    "0,0,0.9,0.95,0.1,0.0001,3.0\n0,1,0.7,0.8,0.3,0.0001,2.9\n1,0,0.88,,0.12,0.0001,3.1\n"
                    "1,1,0.6", encoding="utf-8")  # the last row is still being written
-    rows = training.read_training_log(log)
+    rows = protocol.read_training_log(log)
     assert [(r["step"], r["fold"], r["epoch"]) for r in rows] == [(0, 0, 0), (1, 0, 1), (2, 1, 0)]
     assert np.isnan(rows[2]["val_loss"]) and rows[0]["lr"] == 1e-4
-    assert training.read_training_log(tmp_path / "none.csv") == []
-    table = training.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "log"), rows)
+    assert protocol.read_training_log(tmp_path / "none.csv") == []
+    table = trainingchart.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "log"), rows)
     table_rows = tablenodes.table_node_rows(table)
     assert list(table_rows[0]) == ["step", "fold", "epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
     assert [r["train_loss"] for r in table_rows] == [0.9, 0.7, 0.88]
-    chart = training.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "loss"))
+    chart = trainingchart.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "loss"))
     assert chart.GetNumberOfPlotSeriesNodes() == 3
     series = [chart.GetNthPlotSeriesNode(i) for i in range(3)]
     assert [s.GetYColumnName() for s in series] == ["train_loss", "val_loss", "val_dice"]
     assert all(s.GetXColumnName() == "step" and s.GetTableNode() is table for s in series)
-    training.loss_chart(table, chart)  # idempotent: no duplicate series
+    trainingchart.loss_chart(table, chart)  # idempotent: no duplicate series
     assert chart.GetNumberOfPlotSeriesNodes() == 3
-
-
-def test_a_cancelled_run_offers_its_newest_best_checkpoint(tmp_path):
-    assert training.best_checkpoint_so_far(tmp_path) is None
-    for age, name in ((20, "fold0/best.pt"), (10, "fold1/last.pt"), (30, "fold1/best.pt")):
-        path = tmp_path / name
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"x")
-        os.utime(path, ns=(0, 10**18 - age * 10**9))
-    assert training.best_checkpoint_so_far(tmp_path) == tmp_path / "fold0" / "best.pt"
-    for path in tmp_path.glob("fold*/best.pt"):
-        path.unlink()
-    assert training.best_checkpoint_so_far(tmp_path) == tmp_path / "fold1" / "last.pt"
+    panel_table, panel_chart = trainingchart.log_nodes(mrml.scene)  # what the training panel shows
+    assert panel_table.GetNumberOfRows() == 0 and panel_chart.GetNumberOfPlotSeriesNodes() == 3
+    assert trainingchart.refresh_log_table(log, panel_table) == 3 and panel_table.GetNumberOfRows() == 3
+    assert trainingchart.log_nodes(mrml.scene, panel_table, panel_chart) == (panel_table, panel_chart)
 
 
 @pytest.mark.slow
@@ -653,19 +577,19 @@ def test_a_cancelled_run_offers_its_newest_best_checkpoint(tmp_path):
 def test_training_job_on_phantom_cases_feeds_the_chart_and_registers_the_model(mrml, tmp_path, monkeypatch):
     """The training panel's path without Qt: the real ``orbitseg train`` on 3 phantom cases (about a minute)."""
     monkeypatch.setenv("ORBITSEG_USER_MODELS", str(tmp_path / "user"))
-    job = training.TrainingJob(tmp_path / "run", "tiny-sv-net", "sv-net", "phantom", "3", folds=1, epochs=1,
+    job = protocol.TrainingJob(tmp_path / "run", "tiny-sv-net", "sv-net", "phantom", "3", folds=1, epochs=1,
                                batch_size=2, learning_rate=1e-4, device="cpu")
-    done = subprocess.run(jobs.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=1200, encoding="utf-8")
+    done = subprocess.run(protocol.cli_command(sys.executable, job.arguments()), capture_output=True, text=True, timeout=1200, encoding="utf-8")
     assert done.returncode == 0, done.stderr[-2000:]
-    progress = [p for p in map(jobs.parse_progress, done.stderr.splitlines()) if p is not None]
+    progress = [p for p in map(protocol.parse_progress, done.stderr.splitlines()) if p is not None]
     assert progress and progress[-1].fraction == 1.0
-    rows = training.read_training_log(job.log_path)
+    rows = protocol.read_training_log(job.log_path)
     assert [r["fold"] for r in rows] == [0] and np.isfinite(rows[0]["train_loss"])
-    table = training.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"), rows)
-    chart = training.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode"))
+    table = trainingchart.update_log_table(mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"), rows)
+    chart = trainingchart.loss_chart(table, mrml.scene.AddNewNodeByClass("vtkMRMLPlotChartNode"))
     assert table.GetNumberOfRows() == 1 and chart.GetNumberOfPlotSeriesNodes() == 3
-    assert job.model_path.is_file() and training.best_checkpoint_so_far(job.out_dir) is not None
+    assert job.model_path.is_file() and protocol.best_checkpoint_so_far(job.out_dir) is not None
     assert len(list(job.cache_dir.glob("phantom-*.npz"))) == 3  # kept for a resumed run
-    registered = training.register_model(job.model_path, job.name)
-    choice = next(c for c in modelinfo.model_choices() if c.name == "tiny-sv-net")
+    registered = register_model(job.model_path, job.name)
+    choice = next(c for c in model_cards.model_choices() if c.name == "tiny-sv-net")
     assert choice.path == registered and choice.card["architecture"] == "sv-net" and not choice.problem

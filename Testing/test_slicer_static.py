@@ -83,13 +83,30 @@ def parameter_fields(tree: ast.Module) -> dict[str, str]:
     raise AssertionError("no @parameterNodeWrapper class")
 
 
+def library_file(module_name: str) -> Path | None:
+    """The file of an ``OrbitSegQtLib`` module (which lives in the OrbitSeg module's folder), or None."""
+    if not module_name.startswith("OrbitSegQtLib."):
+        return None
+    return REPO / "OrbitSeg" / (module_name.replace(".", "/") + ".py")
+
+
 def enum_classes(tree: ast.Module) -> set[str]:
     names = {n.name for n in tree.body if isinstance(n, ast.ClassDef)
              and any(ast.unparse(b) in ("enum.Enum", "Enum") for b in n.bases)}
-    for node in tree.body:  # enums imported from the OrbitSeg module
-        if isinstance(node, ast.ImportFrom) and node.module == "OrbitSeg":
-            names |= {a.name for a in node.names if a.name in enum_classes(module_tree("OrbitSeg"))}
+    for node in tree.body:  # enums imported from the shared Qt library
+        if isinstance(node, ast.ImportFrom) and library_file(node.module or ""):
+            library = ast.parse(library_file(node.module).read_text(encoding="utf-8"))
+            names |= {a.name for a in node.names if a.name in enum_classes(library)}
     return names
+
+
+def panel_sources(module: str) -> dict[str, str]:
+    """File name -> source of a module file and of the ``OrbitSegQtLib`` modules it imports from."""
+    sources = {f"{module}.py": (REPO / module / f"{module}.py").read_text(encoding="utf-8")}
+    for node in module_tree(module).body:
+        if isinstance(node, ast.ImportFrom) and library_file(node.module or ""):
+            sources[library_file(node.module).name] = library_file(node.module).read_text(encoding="utf-8")
+    return sources
 
 
 def kind_of(annotation: str, enums: set[str]) -> str:
@@ -103,11 +120,13 @@ def kind_of(annotation: str, enums: set[str]) -> str:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_ui_widget_the_code_touches_exists(module):
-    source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
-    used = set(re.findall(r"\bself\.ui\.(\w+)", source))
-    assert used, f"{module}.py uses no widgets?"
-    missing = sorted(used - set(ui_widgets(module)))
-    assert not missing, f"{module}.py uses widgets that {module}.ui does not have: {missing}"
+    sources = panel_sources(module)
+    assert "panel.py" in sources, f"{module}.py does not use the shared panel base class"
+    for name, source in sources.items():
+        used = set(re.findall(r"\bself\.ui\.(\w+)", source))
+        assert used or name in ("sampledata.py", "selftests.py"), f"{name} uses no widgets?"
+        missing = sorted(used - set(ui_widgets(module)))
+        assert not missing, f"{name} uses widgets that {module}.ui does not have: {missing}"
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -143,7 +162,8 @@ def test_mrml_widgets_receive_the_scene(module):
 
 
 def test_module_and_library_files_compile(tmp_path):
-    files = [REPO / m / f"{m}.py" for m in MODULES] + sorted((REPO / "OrbitSeg" / "OrbitSegMRMLLib").glob("*.py"))
+    files = [REPO / m / f"{m}.py" for m in MODULES] + sorted((REPO / "OrbitSeg" / "OrbitSegMRMLLib").glob("*.py")) \
+        + sorted((REPO / "OrbitSeg" / "OrbitSegQtLib").glob("*.py"))
     for n, path in enumerate(files):
         py_compile.compile(str(path), cfile=str(tmp_path / f"{n}.pyc"), doraise=True)
 
@@ -226,6 +246,37 @@ def test_headless_logic_imports_no_qt_and_the_core_no_slicer():
     for path in (REPO / "OrbitSeg" / "OrbitSegLib").rglob("*.py"):
         bad = {n for n in _imports(path) if n.split(".")[0] in ("slicer", "qt", "ctk", "vtk")}
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+    for name in ("__init__.py", "processtree.py"):  # imported by the headless tests
+        path = REPO / "OrbitSeg" / "OrbitSegQtLib" / name
+        assert not {n for n in _imports(path) if n.split(".")[0] in ("slicer", "qt", "ctk", "vtk")}, name
+
+
+def test_module_files_are_thin_and_do_not_import_each_other():
+    limits = {"OrbitSeg": 300, "OrbitSegTraining": 200}
+    for module in MODULES:
+        path = REPO / module / f"{module}.py"
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= limits[module], f"{module}.py has grown"
+        others = {m for m in MODULES if m != module}
+        assert not {n.split(".")[0] for n in _imports(path)} & others, f"{module}.py imports another module file"
+
+
+def test_the_error_prefix_is_spelled_once():
+    from OrbitSegLib.protocol import ERROR_PREFIX
+
+    spelled = [f for f in source_files() if f.endswith(".py") and ERROR_PREFIX in (REPO / f).read_text(encoding="utf-8")]
+    assert spelled == ["OrbitSeg/OrbitSegLib/protocol.py"], spelled
+
+
+def test_the_slicer_side_parses_as_python_3_9():
+    """Slicer 5.6 to 5.8 run Python 3.9: no newer syntax in the modules or the libraries they import."""
+    for f in sorted(source_files()):
+        if f.endswith(".py") and f.startswith(MODULES):
+            tree = ast.parse((REPO / f).read_text(encoding="utf-8"), filename=f, feature_version=(3, 9))
+            postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
+            annotations = [a for n in ast.walk(tree) for a in (getattr(n, "annotation", None), getattr(n, "returns", None))
+                           if a is not None]
+            unions = [a for a in annotations for n in ast.walk(a) if isinstance(n, ast.BinOp)]
+            assert postponed or not unions, f"{f}: X | Y annotations need 'from __future__ import annotations' on 3.9"
 
 
 def test_slicer_requirements_match_pyproject():
@@ -238,3 +289,6 @@ def test_slicer_requirements_match_pyproject():
     assert set(slicer_side) == set(declared) - provided_by_slicer
     for name, requirement in slicer_side.items():
         assert requirement.specifier == declared[name].specifier, name
+    # Slicer 5.8 has Python 3.9 and its own SciPy: nothing may need a newer Python, nor a SciPy newer than
+    # the lowest one the code runs on (which Slicer's satisfies, so pip never replaces it)
+    assert slicer_side["scipy"].specifier.contains("1.13.1")

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from OrbitSegLib import models, structures
+from OrbitSegLib.batch.studies import StudyListError
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
 from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
@@ -26,6 +27,8 @@ from OrbitSegLib.training.losses import SegmentationLoss, known_channels
 
 TINY_SV = {"widths": [4, 8, 8, 16, 16]}
 TINY_SEQ = {"widths": [4, 8, 8], "lstm1_hidden": 8, "lstm2_hidden": 4}
+SHARED_CACHE = None
+"""Set by the :func:`shared_cache` fixture."""
 SPEC = GridSpec((1.0, 1.0, 2.0), (48.0, 400.0), 16)
 SOFT_SPEC = dataclasses.replace(SPEC, soft_targets=True)
 
@@ -349,10 +352,20 @@ def test_fold_split_is_deterministic_and_disjoint():
     assert fold_split(ids, 1, seed=3) == [[]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_cache(tmp_path_factory):
+    """One prepared-data cache for this module's training runs (``_config``'s default). Prepared eyes are
+    keyed by their study, grid and data seed, so a run that reads another run's eyes trains on what it
+    would have prepared itself; the tests about the cache give their own folder."""
+    global SHARED_CACHE
+    SHARED_CACHE = tmp_path_factory.mktemp("prepared")
+    return SHARED_CACHE
+
+
 def _config(tmp_path, **changes):
     base = dict(out_dir=str(tmp_path / "run"), architecture="sv-net", model_config=TINY_SV, spacing=(1.0, 1.0, 2.0),
                 input_size=(48, 64, 16), folds=3, fold=0, epochs=2, batch_size=2, lr=1e-3, seed=1,
-                device="cpu", cache_dir=str(tmp_path / "cache"), name="tiny")
+                device="cpu", cache_dir=str(SHARED_CACHE), name="tiny")
     base.update(changes)
     return TrainConfig(**base)
 
@@ -376,7 +389,8 @@ def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
 
 
 def test_training_on_partial_volume_targets(phantom_studies, tmp_path):
-    result = train(_config(tmp_path, soft_targets=True), phantom_studies, data_description="tiny phantom")
+    result = train(_config(tmp_path, soft_targets=True, cache_dir=str(tmp_path / "cache")), phantom_studies,
+                   data_description="tiny phantom")
     _, card = models.load_checkpoint(result.model_path)
     assert "partial-volume targets" in card.training_data
     rows = list(csv.DictReader(open(tmp_path / "run" / "training_log.csv", encoding="utf-8")))
@@ -390,8 +404,8 @@ def test_data_seed_keeps_the_cache_and_folds_while_the_seed_draws_other_patches(
                                                                                 monkeypatch):
     splits = []
     monkeypatch.setattr(training_loop, "fold_split", lambda *args: splits.append(args) or fold_split(*args))
-    first = train(_config(tmp_path / "a", epochs=1), phantom_studies)  # seed 1: data seed 1 too
     cache = tmp_path / "a" / "cache"
+    first = train(_config(tmp_path / "a", epochs=1, cache_dir=str(cache)), phantom_studies)  # seed 1: data seed 1 too
     prepared = sorted(p.name for p in cache.iterdir())
     broken = [type(s)(s.case_id, lambda: (_ for _ in ()).throw(AssertionError("prepared again")), s.source_key)
               for s in phantom_studies]
@@ -469,6 +483,25 @@ def test_bad_training_settings(tmp_path, capsys):
         _config(tmp_path, structure_weights={"optic_nerve": -1.0}).resolved()
     assert main(["train", "--phantom", "2", "--out", str(tmp_path / "x"), "--structure-weight", "superior_rectus"]) != 0
     assert "--structure-weight takes STRUCTURE=WEIGHT" in capsys.readouterr().err
+
+
+def test_training_reads_study_lists_with_the_batch_reader(tmp_path):
+    """The same list is checked as for batch mode: header names in any case, ids unique ignoring case."""
+    for name in ("a.nii.gz", "a.seg.nrrd", "b.nii.gz", "b.seg.nrrd"):
+        (tmp_path / name).write_bytes(b"")
+    listed = tmp_path / "studies.csv"
+    listed.write_text("ID,Image,Reference,group\nA,a.nii.gz,a.seg.nrrd,x\nB,b.nii.gz,b.seg.nrrd,y\n", encoding="utf-8")
+    studies = studies_from_list(listed)
+    assert [s.case_id for s in studies] == ["A", "B"] and str(tmp_path / "a.nii.gz") in studies[0].source_key
+    listed.write_text("id,image,reference\nA,a.nii.gz,a.seg.nrrd\na,b.nii.gz,b.seg.nrrd\n", encoding="utf-8")
+    with pytest.raises(StudyListError, match="duplicate id 'a'"):
+        studies_from_list(listed)
+    listed.write_text("id,image,reference\nA,a.nii.gz,a.seg.nrrd\nB,b.nii.gz,\n", encoding="utf-8")
+    with pytest.raises(OrbitSegError, match="training needs a reference for every study .*none for B"):
+        studies_from_list(listed)
+    listed.write_text("id,image,reference\nA,a.nii.gz,gone.seg.nrrd\n", encoding="utf-8")
+    with pytest.raises(OrbitSegError, match="study A: .*gone.seg.nrrd not found"):
+        studies_from_list(listed)
 
 
 def _train_command(tmp_path, cases: int, seed: int, *options: str) -> int:

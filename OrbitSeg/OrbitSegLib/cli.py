@@ -1,18 +1,20 @@
 """The ``orbitseg`` command line.
 
-Every subcommand calls the same core functions as the Slicer module and batch mode. Errors print
-one line on stderr and exit with a non-zero status (1 for input problems, 130 for Ctrl-C).
+Every subcommand calls the same core functions as the Slicer module and batch mode. Each command has a
+``<command>_parser`` function (its options) directly above its ``cmd_<command>`` handler. Errors print
+one line on stderr (:func:`protocol.error_line`) and exit with a non-zero status (1 for input problems,
+130 for Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import OrbitSegError
+from .protocol import error_line, progress_line
 
 log = logging.getLogger("orbitseg")
 
@@ -24,7 +26,7 @@ def _progress_printer(mode: str):
 
     def show(fraction: float, message: str) -> None:
         if mode == "json":
-            print(json.dumps({"progress": round(fraction, 4), "message": message}), file=sys.stderr, flush=True)
+            print(progress_line(fraction, message), file=sys.stderr, flush=True)
         else:
             print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
@@ -69,6 +71,27 @@ def _inference_options(args):
                             grid_shifts=args.grid_shifts)
 
 
+def segment_parser(commands) -> None:
+    """``orbitseg segment``: one CT."""
+    segment = commands.add_parser("segment", help="segment one CT", description=(
+        "Segment one CT (NIfTI, NRRD, MHA or a DICOM folder) and write segmentation.seg.nrrd, labels.nii.gz, "
+        "volumes.csv (and agreement.csv with --reference) into --out."))
+    segment.add_argument("ct", nargs="?", help="CT file or DICOM series folder")
+    segment.add_argument("--sample", action="store_true", help="use the bundled sample case (and its reference)")
+    segment.add_argument("--out", required=True, help="output folder")
+    segment.add_argument("--start", type=int, default=None, help="first axial slice (0-based index); default: automatic")
+    segment.add_argument("--end", type=int, default=None, help="last axial slice (0-based, inclusive); default: automatic")
+    segment.add_argument("--side", default="both", choices=["both", "right", "left"], help="right = OD, left = OS")
+    segment.add_argument("--reference", default=None,
+                         help="reference .seg.nrrd (segments matched by name or terminology) or labelmap")
+    segment.add_argument("--voi", default=None,
+                         help="JSON file with start_slice, end_slice and per-eye index boxes (as written in run.json)")
+    segment.add_argument("--progress", default="text", choices=["text", "json", "none"],
+                         help="progress messages on stderr: text, JSON lines (for a parent process) or none")
+    _add_inference_options(segment)
+    segment.set_defaults(func=cmd_segment)
+
+
 def cmd_segment(args) -> int:
     from .pipeline import run_segmentation
     from .qa import format_findings
@@ -96,6 +119,27 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def batch_parser(commands) -> None:
+    """``orbitseg batch``: a study list."""
+    batch = commands.add_parser("batch", help="segment every study of a study list; tables and an HTML report",
+                                description=(
+        "Segment every study of a CSV/TSV study list (columns id, image; optional reference, start_slice, "
+        "end_slice, side; paths relative to the list) into --out: <id>/segmentation.seg.nrrd and overlay.png, "
+        "volumes.csv, volumes_wide.csv, agreement.csv, errors.csv, report.html and batch.log. Rerunning "
+        "skips finished studies. --threads is per worker (default: available cores / workers). Exit status: "
+        "0 all studies finished, 1 some failed (see errors.csv) or bad input, 130 interrupted."))
+    batch.add_argument("studies", help="study list (.csv, or .tsv for tab-separated)")
+    batch.add_argument("--out", required=True, help="output folder")
+    batch.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    batch.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="Dask distributed scheduler address (e.g. tcp://host:8786) to run the studies on")
+    batch.add_argument("--force", action="store_true", help="recompute studies that are already finished")
+    batch.add_argument("--progress", default="text", choices=["text", "json", "none"],
+                       help="progress on stderr: a bar, JSON lines (for a parent process) or none")
+    _add_inference_options(batch)
+    batch.set_defaults(func=cmd_batch)
+
+
 def cmd_batch(args) -> int:
     from .batch import BatchConfig, run_batch
     from .batch.progress import BatchProgress
@@ -118,6 +162,27 @@ def cmd_batch(args) -> int:
               file=sys.stderr)
         return 130
     return 1 if counts.failed else 0
+
+
+def evaluate_parser(commands) -> None:
+    """``orbitseg evaluate``: accuracy on references."""
+    evaluate = commands.add_parser("evaluate", help="accuracy of a model on studies with references or on fresh phantom cases",
+                                   description="Runs batch mode with references and writes accuracy.md (IoU, Dice, VS, "
+                                               "sensitivity, specificity per structure and side; volume MAE, RMSE, "
+                                               "Pearson R; 95% confidence intervals of the mean IoU and of R), "
+                                               "overlap_summary.csv and headline.json into --out.")
+    evaluate.add_argument("--studies", default=None, help="study list with a reference column")
+    evaluate.add_argument("--phantom", type=int, default=None, metavar="N", help="evaluate on N fresh phantom cases")
+    evaluate.add_argument("--seed", type=int, default=999, help="phantom seed (keep it apart from training seeds)")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    evaluate.add_argument("--force", action="store_true", help="recompute finished studies")
+    evaluate.add_argument("--title", default=None, help="heading of the accuracy report")
+    evaluate.add_argument("--record", action="store_true",
+                          help="store the headline numbers in the model file's card (metrics.held_out; with --grid-shifts N, metrics.held_out_grid_shifts_N)")
+    evaluate.add_argument("--progress", default="text", choices=["text", "json", "none"])
+    _add_inference_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
@@ -152,6 +217,17 @@ def cmd_evaluate(args) -> int:
     return 1 if numbers["failed_studies"] else 0
 
 
+def phantom_parser(commands) -> None:
+    """``orbitseg phantom``: synthetic cases."""
+    phantom = commands.add_parser("phantom", help="generate synthetic orbital CT cases with ground truth")
+    phantom.add_argument("--out", required=True, help="output folder")
+    phantom.add_argument("--cases", type=int, default=10, help="number of cases")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed (cases are deterministic per seed and index)")
+    phantom.add_argument("--small", action="store_true", help="small low-resolution cases (for quick tests)")
+    phantom.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    phantom.set_defaults(func=cmd_phantom)
+
+
 def cmd_phantom(args) -> int:
     from .phantom import write_dataset
     from tqdm import tqdm
@@ -161,6 +237,62 @@ def cmd_phantom(args) -> int:
                                 progress=lambda done, total: bar.update(done - bar.n))
     print(f"Wrote {args.cases} cases and the study list {studies}")
     return 0
+
+
+def train_parser(commands) -> None:
+    """``orbitseg train``: train a model."""
+    train = commands.add_parser("train", help="train SEQ-UNET or SV-Net (k-fold cross-validation, resumable)",
+                                description="Train a model; writes training_log.csv, fold<i>/last.pt and best.pt, "
+                                            "and <name>.pt into --out. Rerun the same command to resume.")
+    train.add_argument("--studies", default=None, help="study list CSV/TSV with id, image, reference columns")
+    train.add_argument("--folder", default=None, help="folder of case folders, each with ct.* and reference.seg.nrrd")
+    train.add_argument("--phantom", type=int, default=None, metavar="N", help="train on N phantom cases generated on the fly")
+    train.add_argument("--phantom-seed", type=int, default=0, help="phantom seed")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--model", default="sv-net", choices=["sv-net", "seq-unet"], help="architecture")
+    train.add_argument("--preset", default="default", choices=["default", "paper"],
+                       help="network widths: OrbitSeg's small default or the paper's full size")
+    train.add_argument("--name", default=None, help="name of the saved model (default: <model>-custom)")
+    train.add_argument("--init", default=None, metavar="MODEL",
+                       help="fine-tune: start from this model's weights (a name such as sv-net, or a .pt path) "
+                            "instead of random ones; its network configuration replaces --preset")
+    train.add_argument("--spacing", type=float, nargs=3, default=(0.5, 0.5, 1.0), metavar=("X", "Y", "Z"),
+                       help="model grid spacing in mm")
+    train.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                       help="training patch in voxels (default 80 80 32 for SV-Net, 80 80 3 for SEQ-UNET)")
+    train.add_argument("--fixed-inplane-size", action="store_true",
+                       help="resample every slice to the patch's in-plane size (the SEQ-UNET paper's 64x64)")
+    train.add_argument("--folds", type=int, default=5, help="k of k-fold cross-validation (1: no validation)")
+    train.add_argument("--fold", type=int, default=None, help="run only this fold (default: all folds)")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--batch-size", type=int, default=None, help="patches (SV-Net, paper 4) or triplets (SEQ-UNET, paper 32)")
+    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4 SV-Net, 5e-5 SEQ-UNET)")
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                       help="constant, or cosine decay to 2%% of --lr over the epochs")
+    train.add_argument("--loss", default="paper", choices=["paper", "bce", "dice", "dice_ce"],
+                       help="paper: sigmoid cross-entropy (SV-Net) / Dice (SEQ-UNET)")
+    train.add_argument("--soft-targets", action="store_true",
+                       help="train on partial-volume targets: each structure's fraction around every model-grid "
+                            "point (the reference resampled linearly) instead of the nearest reference label")
+    train.add_argument("--structure-weight", action="append", default=[], metavar="STRUCTURE=WEIGHT",
+                       help="weight a structure's terms of the loss (others 1), e.g. superior_rectus=2; repeatable")
+    train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")
+    train.add_argument("--no-augment", action="store_true", help="switch MONAI augmentation off")
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training patches")
+    train.add_argument("--data-seed", type=int, default=None,
+                       help="seed of the prepared data (VOI jitter, so the --cache files) and of the fold split "
+                            "(default: --seed); keep it to reuse a cache while --seed draws other patches")
+    train.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
+    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")
+    train.add_argument("--cache", default=None, help="folder caching the prepared training volumes")
+    train.add_argument("--workers", type=int, default=1,
+                       help="processes preparing the studies not yet in --cache (the data are the same with any number)")
+    train.add_argument("--description", default=None, help="one-line model description for the model card")
+    train.add_argument("--ensemble", action="store_true",
+                       help="save the average of all folds' best models as <name>.pt (all folds must run)")
+    train.add_argument("--progress", default="text", choices=["text", "json", "none"])
+    train.set_defaults(func=cmd_train)
 
 
 def _structure_weights(items: list[str]) -> dict[str, float]:
@@ -222,6 +354,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def ensemble_parser(commands) -> None:
+    """``orbitseg ensemble``: combine models."""
+    ensemble = commands.add_parser("ensemble", help="combine models into one that averages their outputs",
+                                   description="Write one model file holding the given models (same architecture, "
+                                               "configuration, window and grid); it segments with the average of "
+                                               "their sigmoid outputs, at the cost of running each of them. With "
+                                               "--average-weights it holds one network with their mean weights "
+                                               "instead, for models fine-tuned from a common start.")
+    ensemble.add_argument("models", nargs="+", metavar="MODEL", help="model names or .pt files (at least two networks)")
+    ensemble.add_argument("--out", required=True, help="the ensemble's .pt file")
+    ensemble.add_argument("--description", default=None, help="one-line description for the model card")
+    ensemble.add_argument("--average-weights", action="store_true",
+                          help="one network with the models' mean weights (a 'model soup', one network's cost)")
+    ensemble.set_defaults(func=cmd_ensemble)
+
+
 def cmd_ensemble(args) -> int:
     from .model_store import resolve_model
     from .models.checkpoint import save_ensemble, save_weight_average
@@ -236,6 +384,12 @@ def cmd_ensemble(args) -> int:
     print(f"{'Weight average' if average else 'Ensemble'} saved: {args.out} ({networks}, "
           f"{'×'.join(f'{v:g}' for v in card.spacing)} mm grid)")
     return 0
+
+
+def models_parser(commands) -> None:
+    """``orbitseg models``: list the models."""
+    models = commands.add_parser("models", help="list the models OrbitSeg can find, with their cards")
+    models.set_defaults(func=cmd_models)
 
 
 def cmd_models(args) -> int:
@@ -256,143 +410,31 @@ def cmd_models(args) -> int:
     return 0
 
 
+def device_parser(commands) -> None:
+    """``orbitseg device``: the compute device a run would get."""
+    device = commands.add_parser("device", help="say which compute device a run would use",
+                                 description="Print one line naming the device a run with --device would use "
+                                             "(the panels ask this in a background process).")
+    device.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
+    device.set_defaults(func=cmd_device)
+
+
+def cmd_device(args) -> int:
+    from .inference import select_device
+
+    print(select_device(args.device).note)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orbitseg", description=(
         "Segment the rectus muscles, optic nerve and globe of both eyes on orbital CT and measure their volumes."))
     parser.add_argument("--version", action="version", version=f"orbitseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    segment = commands.add_parser("segment", help="segment one CT", description=(
-        "Segment one CT (NIfTI, NRRD, MHA or a DICOM folder) and write segmentation.seg.nrrd, labels.nii.gz, "
-        "volumes.csv (and agreement.csv with --reference) into --out."))
-    segment.add_argument("ct", nargs="?", help="CT file or DICOM series folder")
-    segment.add_argument("--sample", action="store_true", help="use the bundled sample case (and its reference)")
-    segment.add_argument("--out", required=True, help="output folder")
-    segment.add_argument("--start", type=int, default=None, help="first axial slice (0-based index); default: automatic")
-    segment.add_argument("--end", type=int, default=None, help="last axial slice (0-based, inclusive); default: automatic")
-    segment.add_argument("--side", default="both", choices=["both", "right", "left"], help="right = OD, left = OS")
-    segment.add_argument("--reference", default=None,
-                         help="reference .seg.nrrd (segments matched by name or terminology) or labelmap")
-    segment.add_argument("--voi", default=None,
-                         help="JSON file with start_slice, end_slice and per-eye index boxes (as written in run.json)")
-    segment.add_argument("--progress", default="text", choices=["text", "json", "none"],
-                         help="progress messages on stderr: text, JSON lines (for a parent process) or none")
-    _add_inference_options(segment)
-    segment.set_defaults(func=cmd_segment)
-
-    batch = commands.add_parser("batch", help="segment every study of a study list; tables and an HTML report",
-                                description=(
-        "Segment every study of a CSV/TSV study list (columns id, image; optional reference, start_slice, "
-        "end_slice, side; paths relative to the list) into --out: <id>/segmentation.seg.nrrd and overlay.png, "
-        "volumes.csv, volumes_wide.csv, agreement.csv, errors.csv, report.html and batch.log. Rerunning "
-        "skips finished studies. --threads is per worker (default: available cores / workers). Exit status: "
-        "0 all studies finished, 1 some failed (see errors.csv) or bad input, 130 interrupted."))
-    batch.add_argument("studies", help="study list (.csv, or .tsv for tab-separated)")
-    batch.add_argument("--out", required=True, help="output folder")
-    batch.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
-    batch.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="Dask distributed scheduler address (e.g. tcp://host:8786) to run the studies on")
-    batch.add_argument("--force", action="store_true", help="recompute studies that are already finished")
-    batch.add_argument("--progress", default="text", choices=["text", "json", "none"],
-                       help="progress on stderr: a bar, JSON lines (for a parent process) or none")
-    _add_inference_options(batch)
-    batch.set_defaults(func=cmd_batch)
-
-    phantom = commands.add_parser("phantom", help="generate synthetic orbital CT cases with ground truth")
-    phantom.add_argument("--out", required=True, help="output folder")
-    phantom.add_argument("--cases", type=int, default=10, help="number of cases")
-    phantom.add_argument("--seed", type=int, default=0, help="random seed (cases are deterministic per seed and index)")
-    phantom.add_argument("--small", action="store_true", help="small low-resolution cases (for quick tests)")
-    phantom.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    phantom.set_defaults(func=cmd_phantom)
-
-    train = commands.add_parser("train", help="train SEQ-UNET or SV-Net (k-fold cross-validation, resumable)",
-                                description="Train a model; writes training_log.csv, fold<i>/last.pt and best.pt, "
-                                            "and <name>.pt into --out. Rerun the same command to resume.")
-    train.add_argument("--studies", default=None, help="study list CSV/TSV with id, image, reference columns")
-    train.add_argument("--folder", default=None, help="folder of case folders, each with ct.* and reference.seg.nrrd")
-    train.add_argument("--phantom", type=int, default=None, metavar="N", help="train on N phantom cases generated on the fly")
-    train.add_argument("--phantom-seed", type=int, default=0, help="phantom seed")
-    train.add_argument("--out", required=True, help="output folder")
-    train.add_argument("--model", default="sv-net", choices=["sv-net", "seq-unet"], help="architecture")
-    train.add_argument("--preset", default="default", choices=["default", "paper"],
-                       help="network widths: OrbitSeg's small default or the paper's full size")
-    train.add_argument("--name", default=None, help="name of the saved model (default: <model>-custom)")
-    train.add_argument("--init", default=None, metavar="MODEL",
-                       help="fine-tune: start from this model's weights (a name such as sv-net, or a .pt path) "
-                            "instead of random ones; its network configuration replaces --preset")
-    train.add_argument("--spacing", type=float, nargs=3, default=(0.5, 0.5, 1.0), metavar=("X", "Y", "Z"),
-                       help="model grid spacing in mm")
-    train.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                       help="training patch in voxels (default 80 80 32 for SV-Net, 80 80 3 for SEQ-UNET)")
-    train.add_argument("--fixed-inplane-size", action="store_true",
-                       help="resample every slice to the patch's in-plane size (the SEQ-UNET paper's 64x64)")
-    train.add_argument("--folds", type=int, default=5, help="k of k-fold cross-validation (1: no validation)")
-    train.add_argument("--fold", type=int, default=None, help="run only this fold (default: all folds)")
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--batch-size", type=int, default=None, help="patches (SV-Net, paper 4) or triplets (SEQ-UNET, paper 32)")
-    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4 SV-Net, 5e-5 SEQ-UNET)")
-    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
-                       help="constant, or cosine decay to 2%% of --lr over the epochs")
-    train.add_argument("--loss", default="paper", choices=["paper", "bce", "dice", "dice_ce"],
-                       help="paper: sigmoid cross-entropy (SV-Net) / Dice (SEQ-UNET)")
-    train.add_argument("--soft-targets", action="store_true",
-                       help="train on partial-volume targets: each structure's fraction around every model-grid "
-                            "point (the reference resampled linearly) instead of the nearest reference label")
-    train.add_argument("--structure-weight", action="append", default=[], metavar="STRUCTURE=WEIGHT",
-                       help="weight a structure's terms of the loss (others 1), e.g. superior_rectus=2; repeatable")
-    train.add_argument("--samples-per-epoch", type=int, default=None, help="training patches per epoch (default: one per eye)")
-    train.add_argument("--no-augment", action="store_true", help="switch MONAI augmentation off")
-    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training patches")
-    train.add_argument("--data-seed", type=int, default=None,
-                       help="seed of the prepared data (VOI jitter, so the --cache files) and of the fold split "
-                            "(default: --seed); keep it to reuse a cache while --seed draws other patches")
-    train.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
-    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")
-    train.add_argument("--cache", default=None, help="folder caching the prepared training volumes")
-    train.add_argument("--workers", type=int, default=1,
-                       help="processes preparing the studies not yet in --cache (the data are the same with any number)")
-    train.add_argument("--description", default=None, help="one-line model description for the model card")
-    train.add_argument("--ensemble", action="store_true",
-                       help="save the average of all folds' best models as <name>.pt (all folds must run)")
-    train.add_argument("--progress", default="text", choices=["text", "json", "none"])
-    train.set_defaults(func=cmd_train)
-
-    ensemble = commands.add_parser("ensemble", help="combine models into one that averages their outputs",
-                                   description="Write one model file holding the given models (same architecture, "
-                                               "configuration, window and grid); it segments with the average of "
-                                               "their sigmoid outputs, at the cost of running each of them. With "
-                                               "--average-weights it holds one network with their mean weights "
-                                               "instead, for models fine-tuned from a common start.")
-    ensemble.add_argument("models", nargs="+", metavar="MODEL", help="model names or .pt files (at least two networks)")
-    ensemble.add_argument("--out", required=True, help="the ensemble's .pt file")
-    ensemble.add_argument("--description", default=None, help="one-line description for the model card")
-    ensemble.add_argument("--average-weights", action="store_true",
-                          help="one network with the models' mean weights (a 'model soup', one network's cost)")
-    ensemble.set_defaults(func=cmd_ensemble)
-
-    evaluate = commands.add_parser("evaluate", help="accuracy of a model on studies with references or on fresh phantom cases",
-                                   description="Runs batch mode with references and writes accuracy.md (IoU, Dice, VS, "
-                                               "sensitivity, specificity per structure and side; volume MAE, RMSE, "
-                                               "Pearson R; 95% confidence intervals of the mean IoU and of R), "
-                                               "overlap_summary.csv and headline.json into --out.")
-    evaluate.add_argument("--studies", default=None, help="study list with a reference column")
-    evaluate.add_argument("--phantom", type=int, default=None, metavar="N", help="evaluate on N fresh phantom cases")
-    evaluate.add_argument("--seed", type=int, default=999, help="phantom seed (keep it apart from training seeds)")
-    evaluate.add_argument("--out", required=True, help="output folder")
-    evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    evaluate.add_argument("--force", action="store_true", help="recompute finished studies")
-    evaluate.add_argument("--title", default=None, help="heading of the accuracy report")
-    evaluate.add_argument("--record", action="store_true",
-                          help="store the headline numbers in the model file's card (metrics.held_out; with --grid-shifts N, metrics.held_out_grid_shifts_N)")
-    evaluate.add_argument("--progress", default="text", choices=["text", "json", "none"])
-    _add_inference_options(evaluate)
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    models = commands.add_parser("models", help="list the models OrbitSeg can find, with their cards")
-    models.set_defaults(func=cmd_models)
+    for add_command in (segment_parser, batch_parser, phantom_parser, train_parser, ensemble_parser,
+                        evaluate_parser, models_parser, device_parser):
+        add_command(commands)
     return parser
 
 
@@ -404,11 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except OrbitSegError as exc:
-        print(f"orbitseg: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 1
     except OSError as exc:  # a disk or permission problem met after the checks (e.g. the disk filled up)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"orbitseg: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(error_line(f"{where}{exc.strerror or exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("orbitseg: interrupted", file=sys.stderr)

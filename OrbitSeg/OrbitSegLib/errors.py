@@ -1,4 +1,5 @@
 """Exceptions that carry a message meant for the user (CLI stderr line, Slicer error dialog, errors.csv)."""
+from __future__ import annotations
 
 
 class OrbitSegError(Exception):

@@ -10,6 +10,7 @@ with the exact ones.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -69,6 +70,13 @@ def _ratio_of_sums(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.n
     return sums.sum(axis=axis) / counts.sum(axis=axis)
 
 
+def _bootstrap_takes_rng() -> bool:
+    """Whether ``scipy.stats.bootstrap`` has the ``rng`` argument (SciPy 1.15 and newer)."""
+    from scipy import stats
+
+    return "rng" in inspect.signature(stats.bootstrap).parameters
+
+
 def study_bootstrap_ci(rows: Iterable[dict], metric: str, confidence: float = 0.95) -> tuple[float, float]:
     """Confidence interval (low, high) of the mean of ``metric`` over ``rows``: a BCa bootstrap over
     studies (SciPy, :data:`BOOTSTRAP_RESAMPLES` resamples, a fixed seed, so reruns agree).
@@ -91,9 +99,10 @@ def study_bootstrap_ci(rows: Iterable[dict], metric: str, confidence: float = 0.
         return mean, mean
     from scipy import stats  # here, not at the top: it costs every process ~0.4 s to import
 
+    seed = np.random.default_rng(0)  # SciPy < 1.15 (e.g. Slicer's) takes it as random_state: the same draws
     result = stats.bootstrap((sums, counts), _ratio_of_sums, paired=True, vectorized=True,
                              n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=confidence, method="BCa",
-                             rng=np.random.default_rng(0))
+                             **({"rng": seed} if _bootstrap_takes_rng() else {"random_state": seed}))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

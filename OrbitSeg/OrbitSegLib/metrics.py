@@ -5,7 +5,7 @@ IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), VS = 1 − |FN−FP|/(2TP+FP+FN), S
 SP = TN/(TN+FP) with TN counted over the whole image grid.
 Volume = voxel count × voxel volume (mm³) / 1000 → cm³, as Slicer's SegmentStatistics ``volume_cm3``.
 
-A reference labelmap may record which structures it annotates (:func:`mark_annotated`, done by
+A reference labelmap may record which structures it annotates (:func:`references.mark_annotated`, done by
 :func:`segio.read_reference`); a structure it does not annotate has no reference values (NaN), rather than
 a reference volume of 0 that would count as a real measurement.
 """
@@ -19,18 +19,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import structures
-from .errors import OrbitSegError
-from .imageio import grid_description, same_grid, voxel_volume_mm3
+from .imageio import voxel_volume_mm3
+from .references import annotated_structures, reference_on_grid
 
 log = logging.getLogger(__name__)
 
 OVERLAP_METRICS = ("iou", "dice", "vs", "sensitivity", "specificity")
 REFERENCE_METRICS = ("reference_volume_cm3", "difference_cm3", "relative_error_pct") + OVERLAP_METRICS
 """Keys of a :func:`compare_labelmaps` row that come from the reference (NaN for a structure it lacks)."""
-ANNOTATED_KEY = "OrbitSeg_annotated_labels"
-"""Metadata key of a reference labelmap image: the label values it annotates, space-separated."""
-LATTICE_TOLERANCE = 1e-3
-"""How far (in voxels) a reference's origin may lie from a CT voxel centre to count as on the CT's lattice."""
 
 
 def label_counts(labelmap: np.ndarray) -> np.ndarray:
@@ -73,82 +69,13 @@ def _overlap_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]
     }
 
 
-def mark_annotated(labelmap: sitk.Image, annotated: set[tuple[str, str]]) -> None:
-    """Record on a reference labelmap image (in its metadata) which ``(side, key)`` structures it annotates."""
-    values = sorted(structures.label_value(side, key) for side, key in annotated)
-    labelmap.SetMetaData(ANNOTATED_KEY, " ".join(str(v) for v in values))
-
-
-def annotated_structures(labelmap: sitk.Image) -> set[tuple[str, str]]:
-    """The ``(side, key)`` structures a reference labelmap annotates: as recorded by :func:`mark_annotated`,
-    or all twelve when nothing is recorded (e.g. a labelmap made in memory)."""
-    if not labelmap.HasMetaDataKey(ANNOTATED_KEY):
-        return {(side, key) for _, side, key in structures.label_table()}
-    values = {int(v) for v in labelmap.GetMetaData(ANNOTATED_KEY).split()}
-    return {(side, key) for value, side, key in structures.label_table() if value in values}
-
-
-def _lattice_offset(image: sitk.Image, reference: sitk.Image) -> tuple[int, int, int]:
-    """Index ``(i, j, k)`` on ``image``'s grid of the reference's first voxel, for a reference that can be
-    placed exactly onto that grid; otherwise :class:`OrbitSegError`.
-
-    Placeable: same spacing and direction (within 1e-4 mm/cosine, as :func:`imageio.same_grid`), origin
-    within :data:`LATTICE_TOLERANCE` voxel of a voxel centre of ``image`` (the offset may be negative), and
-    every labelled voxel inside ``image``'s extent.
-    """
-    index = np.array(image.TransformPhysicalPointToContinuousIndex(reference.GetOrigin()))
-    offset = np.rint(index)
-    if not (np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-4)
-            and np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-4)
-            and np.all(np.abs(index - offset) <= LATTICE_TOLERANCE)):
-        raise OrbitSegError("the reference segmentation is on a different grid than the CT: "
-                            f"reference {grid_description(reference)}; CT {grid_description(image)} (a reference "
-                            "must share the CT's voxel lattice: same spacing and direction, origin on a CT voxel; "
-                            "it may be cropped, as 3D Slicer saves segmentations)")
-    offset = offset.astype(int)
-    size = np.array(image.GetSize())
-    if np.any(offset < 0) or np.any(offset + reference.GetSize() > size):
-        shape = sitk.LabelShapeStatisticsImageFilter()
-        shape.Execute(reference != 0)
-        if shape.HasLabel(1):
-            box = shape.GetBoundingBox(1)  # (i, j, k, size_i, size_j, size_k) on the reference's grid
-            lo = offset + box[:3]
-            hi = lo + box[3:] - 1
-            if np.any(lo < 0) or np.any(hi >= size):
-                raise OrbitSegError("the reference segmentation has labelled voxels outside the CT: they span CT "
-                                    f"voxels {tuple(lo.tolist())} to {tuple(hi.tolist())} (i, j, k), but the CT "
-                                    f"has size {tuple(size.tolist())}")
-    return tuple(offset.tolist())
-
-
-def reference_on_grid(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """A reference labelmap on ``image``'s exact grid (size, spacing, origin, direction).
-
-    A reference already on that grid is returned as is. One on the same voxel lattice with another
-    extent (e.g. saved by 3D Slicer cropped to its segments' extent) is placed into the full grid, zeros
-    elsewhere, voxel for voxel; parts outside the grid must be unlabelled. Anything else is an
-    :class:`OrbitSegError`. What :func:`mark_annotated` recorded is kept.
-    """
-    if same_grid(image, reference):
-        return reference
-    offset = _lattice_offset(image, reference)
-    snapped = sitk.Image(reference)  # on the CT's exact lattice, so nearest neighbour copies voxels
-    snapped.SetSpacing(image.GetSpacing())
-    snapped.SetDirection(image.GetDirection())
-    snapped.SetOrigin(image.TransformIndexToPhysicalPoint(offset))
-    placed = sitk.Resample(snapped, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    if reference.HasMetaDataKey(ANNOTATED_KEY):
-        placed.SetMetaData(ANNOTATED_KEY, reference.GetMetaData(ANNOTATED_KEY))
-    return placed
-
-
 def compare_labelmaps(pred: sitk.Image, ref: sitk.Image, sides: Sequence[str] = structures.SIDES) -> list[dict]:
     """Per side and structure: predicted and reference volume, difference and overlap metrics.
 
-    ``ref`` is placed on ``pred``'s grid by :func:`reference_on_grid` (a reference on another lattice is
-    an error, never interpolated). Returns one dict per row with keys ``side, structure, volume_cm3`` and
+    ``ref`` is placed on ``pred``'s grid by :func:`references.reference_on_grid` (a reference on another
+    lattice is an error, never interpolated). Returns one dict per row with keys ``side, structure, volume_cm3`` and
     :data:`REFERENCE_METRICS` (volumes in cm³, relative error in %); for a structure the reference does not
-    annotate (:func:`annotated_structures`) the reference metrics are NaN, and a warning names them.
+    annotate (:func:`references.annotated_structures`) the reference metrics are NaN, and a warning names them.
     """
     ref = reference_on_grid(pred, ref)
     annotated = annotated_structures(ref)

@@ -3,15 +3,19 @@
 Search order for a model *name* (e.g. ``sv-net``): the folders in ``$ORBITSEG_MODELS``
 (``os.pathsep``-separated), the user models folder (``~/.orbitseg/models``), then the bundled
 ``Resources/Models`` folder. A name resolves to ``<name>.pt``. A path to a ``.pt`` file is loaded as is.
+:func:`register_model` copies a trained checkpoint into the user models folder under a checked name.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OrbitSegError
+from .imageio import atomic_path
 from .inference import DeviceChoice, InferenceOptions, Predictor, select_device
 from .models import checkpoint
 
@@ -19,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".pt"
 DEFAULT_MODEL = "sv-net"
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""What a user model's name may be: a plain file name."""
 
 
 def bundled_model_dirs() -> list[Path]:
@@ -89,3 +95,28 @@ def load_model(ref: str | os.PathLike = DEFAULT_MODEL, device: str | DeviceChoic
     predictor = Predictor(network, card.architecture, card.head, choice, options=options)
     log.info("loaded model %s (%s) from %s on %s", path.stem, card.architecture, path, choice.device)
     return LoadedModel(path.stem, path, card, predictor)
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`OrbitSegError` unless ``name`` can name a user model: a plain file name that does
+    not hide a bundled model (checked before training starts, not only when the model is added)."""
+    if not MODEL_NAME.match(name or ""):
+        raise OrbitSegError(f"model name {name!r} is not a plain name (letters, digits, '.', '_', '-')")
+    if any((folder / f"{name}{MODEL_SUFFIX}").is_file() for folder in bundled_model_dirs()):
+        raise OrbitSegError(f"model name {name!r} is taken by a bundled model; choose another name")
+
+
+def register_model(source: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
+    """Copy a checked checkpoint into the user models folder as ``<name>.pt``; returns the new path.
+
+    The checkpoint's model card is validated first. ``name`` must pass :func:`check_model_name`; an
+    existing user model of that name is replaced only with ``overwrite``.
+    """
+    check_model_name(name)
+    checkpoint.read_card(source)
+    target = user_model_dir() / f"{name}{MODEL_SUFFIX}"
+    if target.exists() and not overwrite:
+        raise OrbitSegError(f"a model named {name!r} already exists in {target.parent}")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target

@@ -37,6 +37,8 @@ from .metrics import compare_labelmaps, volumes_cm3
 from .model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
 from .postprocess import clean_classes, scores_to_classes
 from .preprocess import grid_offsets, image_to_grid, model_grid, scores_to_crop, shifted_grid
+from .protocol import (AGREEMENT_NAME, LABELS_NAME, OUTPUT_NAMES, RUN_NAME, SEGMENTATION_NAME, UNCERTAINTY_NAME,
+                       VOLUMES_NAME)
 from .segio import read_reference, write_labelmap, write_seg_nrrd
 from .tables import AGREEMENT_COLUMNS, REFERENCE_COLUMNS, VOLUME_COLUMNS, agreement_rows, volume_rows, write_csv
 from .voi import VOI, crop, paste, suggest_voi, validate_voi
@@ -121,7 +123,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     ``options``; a loaded model keeps the options it was loaded with). With ``options.grid_shifts`` > 1
     each eye is segmented on that many shifted model grids and the scores averaged on the CT grid.
     With ``reference`` (a labelmap on the CT's grid or a crop of it, placed by
-    :func:`metrics.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
+    :func:`references.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
     polled between steps and raises :class:`CancelledError`.
     """
     stages = _Stages(progress, cancel)
@@ -185,11 +187,6 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
                               model.predictor.options, stages.timings)
 
 
-OUTPUT_NAMES = ("segmentation.seg.nrrd", "labels.nii.gz", "uncertainty.nii.gz", "volumes.csv", "agreement.csv",
-                "run.json")
-"""The files :func:`write_outputs` writes into an output folder (``agreement.csv`` only with a reference)."""
-
-
 def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
                         names: Iterable[str] = OUTPUT_NAMES, what: str = "outputs") -> None:
     """Raise :class:`OrbitSegError` (before any work) when ``out_dir`` is an existing file or cannot be
@@ -221,24 +218,24 @@ def write_outputs(result: SegmentationResult, out_dir: str | os.PathLike, source
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
-        "segmentation": write_seg_nrrd(result.labelmap, out / "segmentation.seg.nrrd", result.sides),
-        "labels": write_labelmap(result.labelmap, out / "labels.nii.gz"),
-        "uncertainty": write_image(result.uncertainty, out / "uncertainty.nii.gz"),
+        "segmentation": write_seg_nrrd(result.labelmap, out / SEGMENTATION_NAME, result.sides),
+        "labels": write_labelmap(result.labelmap, out / LABELS_NAME),
+        "uncertainty": write_image(result.uncertainty, out / UNCERTAINTY_NAME),
     }
     columns = VOLUME_COLUMNS + (REFERENCE_COLUMNS if result.has_reference else ())
-    paths["volumes"] = write_csv(result.rows, out / "volumes.csv", columns)
+    paths["volumes"] = write_csv(result.rows, out / VOLUMES_NAME, columns)
     if result.has_reference:
-        paths["agreement"] = write_csv(agreement_rows(result.rows), out / "agreement.csv", AGREEMENT_COLUMNS)
+        paths["agreement"] = write_csv(agreement_rows(result.rows), out / AGREEMENT_NAME, AGREEMENT_COLUMNS)
     else:
-        (out / "agreement.csv").unlink(missing_ok=True)
+        (out / AGREEMENT_NAME).unlink(missing_ok=True)
     run = {"orbitseg_version": __version__, "source": source, "model": result.model_name,
            "model_card": result.model_card, "device": result.device, "device_note": result.device_note,
            "inference_options": asdict(result.options), "sides": list(result.sides), "acquisition": result.acquisition,
            "voi": result.voi.to_dict(), "qa": [f.to_dict() for f in result.findings],
            "timings_s": {k: round(v, 4) for k, v in result.timings.items()}}
-    with atomic_path(out / "run.json") as tmp:
+    with atomic_path(out / RUN_NAME) as tmp:
         tmp.write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
-    paths["run"] = out / "run.json"
+    paths["run"] = out / RUN_NAME
     return paths
 
 

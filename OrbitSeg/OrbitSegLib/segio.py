@@ -2,7 +2,7 @@
 
 In memory a segmentation is a labelmap :class:`SimpleITK.Image` (uint8) with OrbitSeg label values
 (see :mod:`structures`): 0 background, 1..6 right, 7..12 left. A reference read by :func:`read_reference`
-also records which structures it annotates (:func:`metrics.annotated_structures`).
+also records which structures it annotates (:func:`references.annotated_structures`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import slicerio
 from . import structures
 from .errors import OrbitSegError
 from .imageio import atomic_path, ijk_to_lps, read_image, write_image
-from .metrics import mark_annotated, reference_on_grid
+from .references import mark_annotated, reference_on_grid
 
 
 def segment_records(labels_present: set[int] | None = None) -> list[dict]:
@@ -84,12 +84,12 @@ def read_reference(path: str | os.PathLike, grid: sitk.Image | None = None) -> s
     terminology (type and laterality); a plain labelmap must use OrbitSeg label values. Segments
     that name no OrbitSeg structure are ignored; none matching at all is an error.
 
-    The image records the structures the file annotates (:func:`metrics.annotated_structures`): for a
+    The image records the structures the file annotates (:func:`references.annotated_structures`): for a
     ``.seg.nrrd`` those with a segment (even an empty one), for a labelmap those whose label value occurs.
     Without ``grid`` the image has the file's geometry. With ``grid`` (the CT) it lies on the CT's exact
     grid: a reference on the CT's voxel lattice with a smaller or shifted extent, as 3D Slicer saves a
     segmentation cropped to its segments, is placed into it with zeros elsewhere
-    (:func:`metrics.reference_on_grid`); a reference on another lattice, or with labelled voxels outside
+    (:func:`references.reference_on_grid`); a reference on another lattice, or with labelled voxels outside
     the CT, is an :class:`OrbitSegError`.
     """
     path = Path(path)

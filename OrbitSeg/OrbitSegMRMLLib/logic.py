@@ -18,12 +18,12 @@ from OrbitSegLib import qa, structures
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import atomic_path, read_image, write_image
 from OrbitSegLib.metrics import compare_labelmaps, volumes_cm3
+from OrbitSegLib.protocol import SegmentationJob
 from OrbitSegLib.tables import read_csv, volume_rows
 from OrbitSegLib.voi import VOI, suggest_voi
 
 from . import roi, segments, tablenodes
 from .geometry import volume_to_image
-from .jobs import SegmentationJob
 
 
 @dataclass
@@ -98,7 +98,7 @@ class SegmentationLogic:
             raise OrbitSegError(f"the OrbitSeg process wrote no result ({job.labels_path} is missing)")
         run = job.read_run()
         sides = tuple(run.get("sides") or structures.sides_for(job.side))
-        rows = _typed_rows(read_csv(job.out_dir / "volumes.csv"))
+        rows = _typed_rows(read_csv(job.volumes_path))
         shown = self.show_result(read_image(job.labels_path), sides, volume_node, segmentation_node, volume_table_node,
                                  reference_node=reference_node, comparison_table_node=comparison_table_node,
                                  closed_surface=closed_surface, rows=rows)

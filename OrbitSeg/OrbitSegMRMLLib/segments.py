@@ -18,7 +18,7 @@ import vtk
 
 from OrbitSegLib import structures
 from OrbitSegLib.errors import OrbitSegError
-from OrbitSegLib.metrics import mark_annotated
+from OrbitSegLib.references import mark_annotated
 
 from .geometry import ijk_to_ras, node_name, same_grid, set_image_geometry
 
@@ -133,7 +133,7 @@ def match_segments(segmentation_node) -> tuple[list[tuple[str, str, str]], list[
 
 def segmentation_node_to_labelmap(segmentation_node, volume_node) -> tuple[sitk.Image, list[str]]:
     """An OrbitSeg labelmap (uint8) of a segmentation node's matched segments on ``volume_node``'s grid,
-    recording which structures it annotates (:func:`metrics.mark_annotated`).
+    recording which structures it annotates (:func:`references.mark_annotated`).
 
     Returns ``(labelmap, ignored segment names)``. The segmentation may have any geometry and
     transform; Slicer resamples it onto the volume's grid. :class:`OrbitSegError` when no segment

@@ -9,6 +9,8 @@ subfolder because Slicer loads every ``.py`` file at the top of a module folder 
 ``orbitseg batch --help``. The exit status is the command's: 0 all studies finished, 1 some failed,
 130 interrupted.
 """
+from __future__ import annotations
+
 import os
 import sys
 
@@ -51,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             missing.append(module)
     if missing:
-        print(f"orbitseg: error: this Python lacks OrbitSeg's dependencies ({', '.join(missing)}); open the "
-              "OrbitSeg module in Slicer once to install them", file=sys.stderr)
+        from OrbitSegLib.protocol import error_line
+
+        print(error_line(f"this Python lacks OrbitSeg's dependencies ({', '.join(missing)}); open the "
+                         "OrbitSeg module in Slicer once to install them"), file=sys.stderr)
         return 1
     use_plain_python_for_workers()
     from OrbitSegLib.cli import main as cli_main

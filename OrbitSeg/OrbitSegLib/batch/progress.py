@@ -1,17 +1,17 @@
 """Batch progress on stderr: a tqdm bar (studies done, failed, ETA), JSON lines for a parent process, or nothing."""
 from __future__ import annotations
 
-import json
 import sys
 
+from ..protocol import progress_line
 from .runner import BatchCounts, StudyOutcome
 
 
 class BatchProgress:
     """A :data:`runner.ProgressFn` printing in ``mode`` ``text``, ``json`` or ``none``; call :meth:`close` at the end.
 
-    JSON lines carry ``progress`` (0..1 of the studies to run) and ``message`` as ``orbitseg segment``'s do,
-    plus ``done``, ``failed``, ``skipped`` and ``total``.
+    JSON lines (:func:`protocol.progress_line`) carry ``progress`` (0..1 of the studies to run) and ``message``
+    as ``orbitseg segment``'s do, plus ``done``, ``failed``, ``skipped`` and ``total``.
     """
 
     def __init__(self, mode: str = "text"):
@@ -28,9 +28,8 @@ class BatchProgress:
             message = f"{outcome.id} done in {outcome.seconds:.1f} s"
         if self.mode == "json":
             fraction = counts.finished_now / counts.to_run if counts.to_run else 1.0
-            print(json.dumps({"progress": round(fraction, 4), "message": message, "done": counts.done,
-                              "failed": counts.failed, "skipped": counts.skipped, "total": counts.total}),
-                  file=sys.stderr, flush=True)
+            print(progress_line(fraction, message, done=counts.done, failed=counts.failed, skipped=counts.skipped,
+                                total=counts.total), file=sys.stderr, flush=True)
         elif self.mode == "text":
             self._text(counts, outcome, message)
 

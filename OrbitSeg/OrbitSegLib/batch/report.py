@@ -19,10 +19,10 @@ import numpy as np
 
 from .. import structures
 from ..imageio import atomic_path
+from ..protocol import OVERLAY_NAME, REPORT_NAME
 from .studies import Study
 from .summary import BatchTables, wide_column
 
-REPORT_NAME = "report.html"
 SIDE_COLOURS = {"right": "#1f77b4", "left": "#d62728"}
 SIDE_MARKERS = {"right": "o", "left": "^"}
 
@@ -378,7 +378,7 @@ def _gallery_section(out: Path, studies: list[Study], tables: BatchTables) -> st
     finished = {r["id"] for r in tables.wide_rows}
     figures = []
     for study in studies:
-        png = out / study.id / "overlay.png"
+        png = out / study.id / OVERLAY_NAME
         if study.id not in finished or not png.is_file():
             continue
         uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")

@@ -2,7 +2,7 @@
 
 Per study (:func:`run_study`, the same function in every mode): read the CT and reference, call
 :func:`pipeline.segment_image`, write ``overlay.png``, then :func:`pipeline.write_outputs`, and last
-the completion marker ``DIR/<id>/batch.json`` (atomically). A study whose marker holds the same
+the completion marker ``DIR/<id>/batch.json`` (atomically). Local worker processes are in :mod:`.workers`. A study whose marker holds the same
 fingerprint (its input files with size and modification time, slices, side, the model file's SHA-256
 and the inference options) is finished and skipped on a rerun unless ``force``.
 
@@ -16,38 +16,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import signal
-import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import connection
 from pathlib import Path
-
-import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import OrbitSegError
 from ..imageio import atomic_path, read_image
-from ..inference import DeviceChoice, InferenceOptions, configure_threads, select_device
+from ..inference import DeviceChoice, InferenceOptions, select_device
 from ..model_store import DEFAULT_MODEL, LoadedModel, load_model, resolve_model
 from ..models.checkpoint import read_card
 from ..pipeline import check_output_folder, segment_image, write_outputs
+from ..protocol import (BATCH_LOG_NAME, BATCH_OUTPUTS, MARKER_NAME, OVERLAY_NAME, RUN_NAME, SEGMENTATION_NAME,
+                        VOLUMES_NAME)
 from ..segio import read_reference
 from . import summary
 from .overlay import write_overlay
-from .studies import BATCH_OUTPUTS, Study, fingerprint_hash, read_studies
+from .studies import Study, fingerprint_hash, read_studies
+from .workers import Task, WorkerPool, available_cores, process_model, set_threads
 
 log = logging.getLogger(__name__)
 
-MARKER_NAME = "batch.json"
-"""Per-study completion marker, written last."""
-LOG_NAME = "batch.log"
 
 
 @dataclass(frozen=True)
@@ -167,7 +160,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model:
         result = segment_image(image, model, start_slice=study.start_slice, end_slice=study.end_slice,
                                side=study.side, reference=reference, progress=stage.follow)
         stage.name = "overlay"
-        write_overlay(image, result.labelmap, result.voi, result.sides, folder / "overlay.png", study.id)
+        write_overlay(image, result.labelmap, result.voi, result.sides, folder / OVERLAY_NAME, study.id)
         stage.name = "write outputs"
         write_outputs(result, folder, source=str(study.image))
         outcome.seconds = time.perf_counter() - start
@@ -197,170 +190,19 @@ def is_finished(out_dir: str | os.PathLike, study_id: str, fingerprint: str) -> 
     except (OSError, ValueError):
         return False
     return marker.get("fingerprint") == fingerprint and all(
-        (folder / name).is_file() for name in ("segmentation.seg.nrrd", summary.VOLUMES_NAME, "run.json"))
-
-
-# ------------------------------------------------------------------------------------- threads and models
-
-def available_cores() -> int:
-    """CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _set_threads(threads: int) -> None:
-    configure_threads(threads)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-
-
-_MODELS: dict[tuple, LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _process_model(config: BatchConfig) -> LoadedModel:
-    """The model of ``config``, loaded once per process (shared by a Dask worker's threads)."""
-    key = (config.model, config.device, config.options)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model(config.model, config.device, config.options)
-        return _MODELS[key]
+        (folder / name).is_file() for name in (SEGMENTATION_NAME, VOLUMES_NAME, RUN_NAME))
 
 
 # ------------------------------------------------------------------------------------------- executors
-
-Task = tuple[Study, str]
-"""A study and its fingerprint."""
-
 
 def _run_sequential(tasks: list[Task], out_dir: Path, config: BatchConfig,
                     device: DeviceChoice) -> Iterator[StudyOutcome]:
     if not tasks:
         return
-    _set_threads(config.threads or available_cores())
+    set_threads(config.threads or available_cores())
     model = load_model(config.model, device, config.options)
     for study, fingerprint in tasks:
         yield run_study(study, out_dir, fingerprint, model)
-
-
-def _worker_main(conn, out_dir: Path, config: BatchConfig, threads: int) -> None:
-    """A worker process: load the model once, then run the studies the parent sends until ``None``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates its workers
-    logging.getLogger("OrbitSegLib").addHandler(logging.NullHandler())  # warnings go to the batch log, not stderr
-    _set_threads(threads)
-    try:
-        model = _process_model(config)
-    except OrbitSegError as exc:
-        conn.send(("fatal", str(exc)))
-        return
-    while (task := conn.recv()) is not None:
-        study, fingerprint = task
-        conn.send(("done", run_study(study, out_dir, fingerprint, model)))
-    # Every output is written and closed (atomically) and the results are sent: skip the interpreter's
-    # teardown (about 0.6 s with torch loaded), which the batch would otherwise wait for.
-    conn.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-class _WorkerPool:
-    """Worker processes (spawned, so CUDA and OpenMP are safe), each fed one study at a time.
-
-    The parent knows which study each worker holds, so a worker that dies (killed for memory, a
-    crash) fails exactly that study; a new worker takes its place. A worker that finds no study left
-    is told to stop at once, so it exits while the others finish theirs.
-    """
-
-    def __init__(self, workers: int, out_dir: Path, config: BatchConfig):
-        self.context = multiprocessing.get_context("spawn")
-        self.args = (out_dir, config, config.threads or max(1, available_cores() // workers))
-        self.slots: dict[int, tuple] = {}
-        self.retired: list = []
-        self.workers = workers
-
-    def _start(self, slot: int) -> None:
-        parent, child = self.context.Pipe()
-        process = self.context.Process(target=_worker_main, args=(child, *self.args), daemon=True,
-                                       name=f"orbitseg-batch-{slot}")
-        process.start()
-        child.close()
-        self.slots[slot] = (process, parent)
-
-    def run(self, tasks: list[Task]) -> Iterator[StudyOutcome]:
-        pending = deque(tasks)
-        holding: dict[int, Task] = {}
-        completed = False
-        try:
-            for slot in range(min(self.workers, len(pending))):
-                self._start(slot)
-                holding[slot] = pending.popleft()
-                self.slots[slot][1].send(holding[slot])
-            while holding:
-                waitables = [self.slots[s][1] for s in holding] + [self.slots[s][0].sentinel for s in holding]
-                connection.wait(waitables, timeout=1.0)
-                for slot in list(holding):
-                    process, conn = self.slots[slot]
-                    message = self._receive(conn)
-                    if message is None and process.is_alive():
-                        continue
-                    study, _ = holding.pop(slot)
-                    if message is not None and message[0] == "fatal":
-                        raise OrbitSegError(message[1])
-                    if message is None:
-                        outcome = _crashed(study, process.exitcode)
-                        self._stop(slot, wait=0.0)
-                        if pending:
-                            self._start(slot)
-                    else:
-                        outcome = message[1]
-                    if pending:  # keep the worker busy while the outcome is logged
-                        holding[slot] = pending.popleft()
-                        self.slots[slot][1].send(holding[slot])
-                    elif slot in self.slots:
-                        self._retire(slot)
-                    yield outcome
-            completed = True
-        finally:
-            for slot in list(self.slots):
-                self._stop(slot, wait=2.0 if completed else 0.0)
-            for process in self.retired:
-                self._end(process, wait=2.0 if completed else 0.0)
-            self.retired.clear()
-
-    @staticmethod
-    def _receive(conn):
-        try:
-            return conn.recv() if conn.poll() else None
-        except (EOFError, OSError):
-            return None
-
-    def _retire(self, slot: int) -> None:
-        """Ask an idle worker to exit without waiting for it; :meth:`run` reaps it at the end."""
-        process, conn = self.slots.pop(slot)
-        self._ask_to_exit(conn)
-        conn.close()
-        self.retired.append(process)
-
-    def _stop(self, slot: int, wait: float) -> None:
-        """End a worker: ask it to finish, wait up to ``wait`` seconds, then terminate it."""
-        process, conn = self.slots.pop(slot)
-        self._ask_to_exit(conn)
-        self._end(process, wait)
-        conn.close()
-
-    @staticmethod
-    def _ask_to_exit(conn) -> None:
-        try:
-            conn.send(None)
-        except OSError:
-            pass
-
-    @staticmethod
-    def _end(process, wait: float) -> None:
-        """Wait up to ``wait`` seconds for a worker to exit, then terminate it."""
-        process.join(timeout=wait)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=5)
 
 
 def _input_bytes(study: Study) -> int:
@@ -382,18 +224,12 @@ def largest_first(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda task: _input_bytes(task[0]), reverse=True)
 
 
-def _crashed(study: Study, exitcode: int | None) -> StudyOutcome:
-    hint = " (killed, for example for lack of memory)" if exitcode in (-signal.SIGKILL, 137) else ""
-    return StudyOutcome(study.id, "failed", str(study.image), "worker",
-                        f"the worker process stopped unexpectedly with exit code {exitcode}{hint}")
-
-
 def _dask_task(study: Study, out_dir: Path, fingerprint: str, config: BatchConfig) -> StudyOutcome:
     """One study on a Dask worker: threads split over the worker's task slots, model loaded once per process."""
     from distributed import get_worker
 
-    _set_threads(config.threads or max(1, available_cores() // max(1, get_worker().state.nthreads)))
-    return run_study(study, out_dir, fingerprint, _process_model(config))
+    set_threads(config.threads or max(1, available_cores() // max(1, get_worker().state.nthreads)))
+    return run_study(study, out_dir, fingerprint, process_model(config))
 
 
 def _run_on_dask(tasks: list[Task], out_dir: Path, config: BatchConfig) -> Iterator[StudyOutcome]:
@@ -484,7 +320,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     _check_outputs_spare_inputs(out_dir, Path(studies_path), studies)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    batch_log = BatchLog(out / LOG_NAME)
+    batch_log = BatchLog(out / BATCH_LOG_NAME)
     setup = {"model_sha256": _file_sha256(model_path), "options": asdict(config.options)}
     fingerprints = {s.id: fingerprint_hash(s.fingerprint(), setup) for s in studies}
     counts = BatchCounts(len(studies))
@@ -512,7 +348,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     if config.scheduler:
         executor = _run_on_dask(largest_first(tasks), out, config)
     elif parallel:
-        executor = _WorkerPool(config.workers, out, config).run(largest_first(tasks))
+        executor = WorkerPool(config.workers, out, config).run(largest_first(tasks))
     else:
         executor = _run_sequential(tasks, out, config, device)
     if config.scheduler or parallel:  # this process only waits meanwhile
@@ -546,7 +382,7 @@ def run_batch(studies_path: str | os.PathLike, out_dir: str | os.PathLike, confi
     tables = summary.collect(out, studies, finished, errors)
     paths = summary.write_tables(out, tables)
     paths["report"] = write_report(out, studies, tables, run_info, counts, interrupted)
-    paths["log"] = out / LOG_NAME
+    paths["log"] = out / BATCH_LOG_NAME
     batch_log.write(f"finished: {counts.done} done, {counts.skipped} skipped, {counts.failed} failed; "
                     f"report {paths['report']}")
     return BatchSummary(out, counts, outcomes, paths, interrupted)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import OrbitSegError
+from ..protocol import BATCH_OUTPUTS
 from ..tables import AGREEMENT_COLUMNS, REFERENCE_COLUMNS, VOLUME_COLUMNS, read_csv
 
 REQUIRED_COLUMNS = ("id", "image")
@@ -33,8 +34,6 @@ RESERVED_COLUMNS = frozenset(("id",) + VOLUME_COLUMNS + REFERENCE_COLUMNS + AGRE
 SIDE_WORDS = {"": "both", "both": "both", "ou": "both", "right": "right", "od": "right", "r": "right",
               "left": "left", "os": "left", "l": "left"}
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-BATCH_OUTPUTS = ("volumes.csv", "volumes_wide.csv", "agreement.csv", "errors.csv", "report.html", "batch.log")
-"""Files a batch writes into its output folder: no study id may take these names."""
 
 
 @dataclass(frozen=True)

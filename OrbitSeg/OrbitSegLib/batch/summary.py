@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import structures
+from ..protocol import AGREEMENT_NAME, ERRORS_NAME, VOLUMES_NAME, WIDE_VOLUMES_NAME
 from ..tables import AGREEMENT_COLUMNS, REFERENCE_COLUMNS, VOLUME_COLUMNS, agreement_rows, read_csv, write_csv
 from .studies import Study
 
 ERROR_COLUMNS = ("id", "image", "stage", "reason")
-VOLUMES_NAME = "volumes.csv"
-WIDE_NAME = "volumes_wide.csv"
-AGREEMENT_NAME = "agreement.csv"
-ERRORS_NAME = "errors.csv"
 
 
 def wide_column(side: str, key: str) -> str:
@@ -71,7 +68,7 @@ def write_tables(out_dir: str | os.PathLike, tables: BatchTables) -> dict[str, P
     wide_columns = head + [wide_column(side, key) for _, side, key in structures.label_table()]
     paths = {
         "volumes": write_csv(tables.volume_rows, out / VOLUMES_NAME, long_columns),
-        "volumes_wide": write_csv(tables.wide_rows, out / WIDE_NAME, wide_columns),
+        "volumes_wide": write_csv(tables.wide_rows, out / WIDE_VOLUMES_NAME, wide_columns),
         "errors": write_csv(tables.error_rows, out / ERRORS_NAME, ERROR_COLUMNS),
     }
     if tables.agreement_rows:

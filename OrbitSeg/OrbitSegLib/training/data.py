@@ -7,7 +7,7 @@ partial-volume fractions per structure (:func:`preprocess.label_fractions`). The
 reference's globe centroids, jittered by a few mm as automatic detection would be, with the axial
 range widened to cover every labelled voxel.
 
-A reference need not annotate every structure (:func:`metrics.annotated_structures`): each eye records
+A reference need not annotate every structure (:func:`references.annotated_structures`): each eye records
 which it annotates, and the loss leaves the others out for that eye rather than teach them as background.
 
 Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255,
@@ -34,10 +34,9 @@ import SimpleITK as sitk
 from .. import structures
 from ..errors import OrbitSegError
 from ..imageio import axial_axis, read_image
-from ..metrics import annotated_structures
 from ..preprocess import image_to_grid, label_fractions, labels_to_grid, model_grid
+from ..references import annotated_structures
 from ..segio import read_reference
-from ..tables import read_csv
 from ..voi import VOI, crop, voi_from_globes
 
 log = logging.getLogger(__name__)
@@ -100,23 +99,30 @@ def _read_pair(image_path: Path, reference_path: Path) -> tuple[sitk.Image, sitk
 
 
 def studies_from_list(path: str | os.PathLike) -> list[Study]:
-    """Studies of a CSV/TSV study list with ``id, image, reference`` columns (paths relative to the list)."""
-    path = Path(path)
-    if not path.is_file():
-        raise OrbitSegError(f"{path}: study list not found")
-    rows = read_csv(path)
-    missing = {"id", "image", "reference"} - set(rows[0] if rows else {})
-    if missing:
-        raise OrbitSegError(f"{path}: training needs the columns id, image, reference (missing {', '.join(sorted(missing))})")
+    """Training studies of a study list, read by the one study-list reader (:func:`batch.studies.read_studies`:
+    the same columns, checks and relative paths as batch mode); training also needs every study's
+    reference, and both files to exist. The slice and side columns are not used (training finds the eyes).
+    """
+    from ..batch.studies import read_studies
+
+    listed = read_studies(path)
+    unreferenced = [s.id for s in listed if s.reference is None]
+    if unreferenced:
+        raise OrbitSegError(f"{path}: training needs a reference for every study (a reference column); "
+                            f"none for {', '.join(unreferenced)}")
     studies = []
-    for row in rows:
-        image, reference = path.parent / row["image"], path.parent / row["reference"]
-        for p in (image, reference):
+    for study in listed:
+        for p in (study.image, study.reference):
             if not p.exists():
-                raise OrbitSegError(f"{path}: study {row['id']}: {p} not found")
-        stamp = f"{image.resolve()}:{image.stat().st_mtime_ns}:{reference.resolve()}:{reference.stat().st_mtime_ns}"
-        studies.append(Study(row["id"], partial(_read_pair, image, reference), stamp))
+                raise OrbitSegError(f"{path}: study {study.id}: {p} not found")
+        studies.append(Study(study.id, partial(_read_pair, study.image, study.reference),
+                             _source_key(study.image, study.reference)))
     return studies
+
+
+def _source_key(image: Path, reference: Path) -> str:
+    """A study's cache key: both files' paths and modification times (an edited reference is prepared again)."""
+    return f"{image.resolve()}:{image.stat().st_mtime_ns}:{reference.resolve()}:{reference.stat().st_mtime_ns}"
 
 
 def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
@@ -127,8 +133,7 @@ def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
         cts = sorted(case.glob("ct.*"))
         refs = sorted(case.glob("reference.seg.nrrd")) or sorted(case.glob("labels.*"))
         if cts and refs:
-            stamp = f"{cts[0].resolve()}:{cts[0].stat().st_mtime_ns}:{refs[0].resolve()}:{refs[0].stat().st_mtime_ns}"
-            studies.append(Study(case.name, partial(_read_pair, cts[0], refs[0]), stamp))
+            studies.append(Study(case.name, partial(_read_pair, cts[0], refs[0]), _source_key(cts[0], refs[0])))
     if not studies:
         raise OrbitSegError(f"{folder}: no case folders with ct.* and reference.seg.nrrd (or labels.*)")
     return studies

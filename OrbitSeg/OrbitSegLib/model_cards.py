@@ -1,11 +1,12 @@
-"""The models OrbitSeg can use (bundled and user-trained) and their model cards, formatted for the panel."""
+"""The models OrbitSeg can use (bundled and user-trained) with their model cards, formatted for a panel
+(HTML and a tooltip)."""
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from OrbitSegLib.errors import OrbitSegError
+from .errors import OrbitSegError
 
 
 @dataclass
@@ -21,9 +22,9 @@ class ModelChoice:
 
 
 def model_choices() -> list[ModelChoice]:
-    """Every model found (see ``OrbitSegLib.model_store``), bundled ones first, each with its card."""
-    from OrbitSegLib.model_store import available_models, bundled_model_dirs, user_model_dir
-    from OrbitSegLib.models.checkpoint import read_card
+    """Every model found (see :mod:`.model_store`), bundled ones first, each with its card."""
+    from .model_store import available_models, bundled_model_dirs, user_model_dir
+    from .models.checkpoint import read_card
 
     bundled = {p.resolve() for p in bundled_model_dirs() if p.is_dir()}
     user = user_model_dir().resolve()
