@@ -168,6 +168,7 @@ class OrbitSegWidget(VolumeOfInterestSection, ModelSection, PanelWidget):
 
         p = self._parameterNode
         choice = self.selectedModel()
+        self.ui.qaLabel.text = ""
         if p.inputVolume is None:
             raise ValueError("Select an input CT.")
         if choice is None or choice.problem:
@@ -239,6 +240,10 @@ class OrbitSegWidget(VolumeOfInterestSection, ModelSection, PanelWidget):
             message += f" Reference segments not compared: {', '.join(shown.ignored_reference_segments)}."
         self.setStatus(message)
         self.log(message)
+        flags = shown.qa_lines()  # failures, doubt and input problems, in orange with their reasons
+        self.ui.qaLabel.text = "Check before reading the volumes:\n" + "\n".join(flags) if flags else ""
+        for line in flags:
+            self.log(f"QA {line}")
 
     def onCompare(self) -> None:
         p = self._parameterNode
