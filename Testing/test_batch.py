@@ -175,6 +175,12 @@ def test_batch_outputs_errors_agreement_report_and_resume(tmp_path, study_list, 
     assert report.count("data:image/svg+xml;base64,") == 3  # scatter, Bland–Altman, asymmetry
     assert "Pearson R [95% CI]" in report
     assert all(s in report for s in GOOD) and "end slice 999 is outside the image" in report
+    # the QA flags of the per-study tables reach the long table and, first, the report's "Needs review"
+    review = [r for r in volumes if {"implausible", "uncertain", "input"} & set(r["qa"].split(";"))]
+    assert review, "the tiny random model's results should be flagged"
+    assert report.index("Needs review") < report.index("Failed studies") < report.index("Volumes per study")
+    first_reasons = [r["qa_reasons"].split("; ")[0] for r in review]
+    assert all(reason.split(": ", 1)[1] in report for reason in first_reasons if reason.startswith("implausible"))
     log = (out / "batch.log").read_text(encoding="utf-8")
     assert all(f"{s}: done" in log for s in GOOD) and "badref: FAILED at read reference" in log
 
