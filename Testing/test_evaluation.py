@@ -1,6 +1,7 @@
 """Accuracy summaries and the evaluate command."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -133,6 +134,11 @@ def test_evaluate_command_on_phantom_cases(tmp_path, monkeypatch):
     assert numbers["studies"] == 2 and numbers["failed_studies"] == 0
     assert 0.0 <= numbers["globe_iou"] <= 1.0
     assert "| globe | both | 4 |" in (tmp_path / "eval" / "accuracy.md").read_text(encoding="utf-8")
+    volumes = list(csv.DictReader(open(tmp_path / "eval" / "results" / "volumes.csv", encoding="utf-8")))
+    flagged_eyes = {(r["id"], r["side"]) for r in volumes if "implausible" in r["qa"].split(";")}
+    assert numbers["qa"]["eyes"] == 4 and numbers["qa"]["eyes_implausible"] == len(flagged_eyes)
+    assert f"`implausible` structure: {len(flagged_eyes)} of 4" in (tmp_path / "eval" / "accuracy.md").read_text(
+        encoding="utf-8")
     assert models.read_card(folder / "tiny.pt").metrics["held_out"] == {"data": str(studies), **numbers}
     # the phantom's exact volumes: the reference labelmap's error is what the cases' info.json says
     infos = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((tmp_path / "data").glob("*/info.json"))]

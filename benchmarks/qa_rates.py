@@ -4,7 +4,8 @@
 
 - **Clean**: the bundled SV-Net on ``--cases`` fresh phantom cases (normal and TAO; seed never used
   for training or for choosing a QA threshold): the share of eyes with an ``implausible`` flag (false
-  alarms), and of structures flagged ``uncertain``, with their IoU against the reference.
+  alarms), and of structures flagged ``uncertain``, with their IoU against the reference
+  (:func:`evaluation.qa_numbers`).
 - **Broken**, each on the first ``--broken`` cases, the share of eyes caught (an ``implausible`` flag,
   or for a scan outside the trained range an ``input`` flag):
   - a model trained for one epoch (on 4 other phantom cases);
@@ -28,7 +29,7 @@ import SimpleITK as sitk
 
 from OrbitSegLib import cli
 from OrbitSegLib.batch import BatchConfig, run_batch
-from OrbitSegLib.evaluation import phantom_studies
+from OrbitSegLib.evaluation import phantom_studies, qa_numbers
 from OrbitSegLib.imageio import write_image
 from OrbitSegLib.phantom.dicom import write_tilted_series
 from OrbitSegLib.tables import read_csv
@@ -64,23 +65,6 @@ def caught(rows: list[dict], codes=("implausible",)) -> dict:
                 reasons[f"{row['structure']}: {key}"] += 1
     return {"eyes": len(grouped), "flagged": len(hits), "rate": len(hits) / max(len(grouped), 1),
             "flagged_eyes": sorted(f"{i} {s}" for i, s in hits), "reasons": dict(sorted(reasons.items()))}
-
-
-def uncertain_summary(rows: list[dict]) -> dict:
-    """Structures flagged ``uncertain``: how many, and their IoU against the others'."""
-    flagged = [float(r["iou"]) for r in rows if "uncertain" in r["qa"].split(";") and r.get("iou")]
-    others = [float(r["iou"]) for r in rows if "uncertain" not in r["qa"].split(";") and r.get("iou")]
-    scores = np.array([float(r["uncertainty"]) for r in rows if r.get("iou") and r.get("uncertainty")])
-    ious = np.array([float(r["iou"]) for r in rows if r.get("iou") and r.get("uncertainty")])
-    return {"structures": len(rows), "uncertain": len(flagged),
-            "median_iou_uncertain": float(np.median(flagged)) if flagged else None,
-            "median_iou_others": float(np.median(others)) if others else None,
-            "spearman_uncertainty_vs_iou": _spearman(scores, ious)}
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    from scipy import stats
-    return float(stats.spearmanr(a, b).statistic) if len(a) > 2 else None
 
 
 def write_list(path: Path, rows: list[dict]) -> Path:
@@ -125,7 +109,7 @@ def main() -> None:
     results = {"cases": args.cases, "seed": args.seed, "broken_cases": args.broken}
 
     clean = batch_rows(studies_path, out / "clean")
-    results["clean"] = {"implausible": caught(clean), "uncertain": uncertain_summary(clean),
+    results["clean"] = {"implausible": caught(clean), "uncertain": qa_numbers(clean),
                         "input": caught(clean, ("input",))["rate"]}
     subset = studies[:args.broken]
 

@@ -262,6 +262,41 @@ def papers_table() -> str:
     return "\n".join(lines)
 
 
+def qa_numbers(rows: list[dict]) -> dict:
+    """How the QA flags (:mod:`qa`) of evaluated volume rows relate to accuracy: eyes with an
+    ``implausible`` flag, structures flagged ``uncertain`` and the median IoU of flagged and other
+    structures, and the Spearman correlation of the uncertainty score with IoU."""
+    from scipy import stats
+
+    def codes(row: dict) -> set[str]:
+        return set((row.get("qa") or "").split(";"))
+
+    eyes = {(r["id"], r["side"]) for r in rows}
+    failed = {(r["id"], r["side"]) for r in rows if "implausible" in codes(r)}
+    scored = [r for r in rows if _value(r, "iou") is not None and _value(r, "uncertainty") is not None]
+    flagged = [_value(r, "iou") for r in scored if "uncertain" in codes(r)]
+    others = [_value(r, "iou") for r in scored if "uncertain" not in codes(r)]
+    rho = stats.spearmanr([_value(r, "uncertainty") for r in scored], [_value(r, "iou") for r in scored]).statistic \
+        if len(scored) > 2 else math.nan
+    return {"eyes": len(eyes), "eyes_implausible": len(failed), "structures": len(scored),
+            "structures_uncertain": len(flagged),
+            "median_iou_uncertain": float(np.median(flagged)) if flagged else None,
+            "median_iou_not_uncertain": float(np.median(others)) if others else None,
+            "spearman_uncertainty_iou": None if math.isnan(rho) else float(rho)}
+
+
+def qa_report(rows: list[dict]) -> str:
+    """The QA section of ``accuracy.md`` (:func:`qa_numbers`)."""
+    n = qa_numbers(rows)
+    median = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    rho = "–" if n["spearman_uncertainty_iou"] is None else f"{n['spearman_uncertainty_iou']:.2f}"
+    return ("## QA flags (docs/qa.md)\n\n"
+            f"- Eyes with an `implausible` structure: {n['eyes_implausible']} of {n['eyes']}.\n"
+            f"- Structures flagged `uncertain`: {n['structures_uncertain']} of {n['structures']}; median IoU "
+            f"{median(n['median_iou_uncertain'])} (others {median(n['median_iou_not_uncertain'])}).\n"
+            f"- Spearman correlation of the uncertainty score with IoU: {rho}.\n")
+
+
 def phantom_studies(folder: str | os.PathLike, cases: int, seed: int) -> Path:
     """The study list of ``cases`` phantom cases of ``seed`` in ``folder``, generated unless already there."""
     from .phantom import write_dataset
@@ -295,7 +330,8 @@ def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, tit
     numbers["studies"] = len({r["id"] for r in rows})
     numbers["failed_studies"] = summary.counts.failed
     write_csv(overlap_summary(rows), out / "overlap_summary.csv")
-    report = markdown_report(title, rows)
+    report = markdown_report(title, rows) + "\n" + qa_report(rows)
+    numbers["qa"] = qa_numbers(rows)
     exact = exact_volume_agreement(rows, exact_volumes(listed))
     if exact:
         write_csv(exact, out / "exact_volumes.csv")
