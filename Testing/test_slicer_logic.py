@@ -453,7 +453,8 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     splitter = protocol.LineSplitter()
     lines = splitter.feed(done.stderr) + splitter.flush()
     progress = [p for p in map(protocol.parse_progress, lines) if p is not None]
-    assert progress[0].fraction == 0.0 and progress[-1].fraction == 1.0
+    # the input checks, the model and the VOI come first, silently (a refusal prints one line only)
+    assert progress[0].message.startswith("Preparing the right eye") and progress[-1].fraction == 1.0
     assert [p.fraction for p in progress] == sorted(p.fraction for p in progress)
     assert any("right eye (OD)" in p.message for p in progress)
     assert any("(grid 2 of 2)" in p.message for p in progress)  # the panel's "average two shifted grids"

@@ -112,7 +112,9 @@ class BatchSummary:
 
 # ---------------------------------------------------------------------------------------------- per study
 
-_PIPELINE_STAGES = (("Loading", "load model"), ("Finding", "find orbits"), ("Measuring", "measure volumes"))
+_PIPELINE_STAGES = (("Measuring", "measure volumes"),)
+"""Stages named from progress messages; those before the first message (check input, load model, find
+orbits) are named by the :class:`OrbitSegError` they raise."""
 
 
 class _StageTracker:
