@@ -8,6 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import structures
+from ..phantom_settings import ANATOMY_MODELS
 from .anatomy import RECTI, Anatomy, draw_anatomy
 from .head import HeadBuilder
 from .materials import draw_materials
@@ -19,7 +20,6 @@ from .sweep import SweepOrbitBuilder, draw_sweep_anatomy
 
 F32 = np.float32
 LABEL_MARGIN_MM = 2.0
-ANATOMY_MODELS = ("classic", "sweep")  # orbit.py (walls and spindle tubes) or sweep.py (cone and area profiles)
 
 
 @dataclass
@@ -113,7 +113,7 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     coarse (about 0.8 mm x 2 mm) tightly cropped case for tests; the anatomy is the same as the full case.
     ``spacing`` (x, y, z mm) replaces the drawn scanner spacing (slice thickness at least the spacing).
     ``anatomy`` picks the anatomy model (:data:`ANATOMY_MODELS`), ``world`` the scanner world
-    (:data:`scanner.WORLDS`); ``classic``/``default`` is the series the bundled models were trained on.
+    (:data:`WORLDS`, both in :mod:`..phantom_settings`); ``classic``/``default`` is the series the bundled models were trained on.
     """
     t0 = time.perf_counter()
     scene = case_scene(seed, index, small=small, tao=tao, spacing=spacing, anatomy=anatomy, world=world)

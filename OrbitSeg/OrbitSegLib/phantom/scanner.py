@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..phantom_settings import WORLDS
 from .anatomy import Anatomy
 from .render import Grid
 
@@ -55,9 +56,6 @@ class Scanner:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-WORLDS = ("default", "wide")
 
 
 def draw_scanner(rng: np.random.Generator, small: bool = False, world: str = "default") -> Scanner:

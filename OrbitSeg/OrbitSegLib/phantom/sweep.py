@@ -109,27 +109,26 @@ def draw_sweep_anatomy(rng: np.random.Generator, tao: bool) -> Anatomy:
     """Draw one head of the sweep model (the head and bony landmarks from :func:`draw_anatomy`)."""
     base = draw_anatomy(rng, tao)
     base.model = "sweep"
-    severity = base.severity
+    drawn_severity = _u(rng, 0.25, 1.0)
+    base.severity = drawn_severity if tao else 0.0
     axial = float(np.clip(rng.normal(23.6, 0.9), 21.0, 27.0))
     depth = _u(rng, 40.0, 50.0)
     hertel = float(np.clip(rng.normal(16.5, 1.8), 12.0, 21.0))
-    pattern = _pattern(rng) if tao else ()
-    fat_tao = _u(rng, 1.05, 1.4) if tao else 1.0
-    if tao and not pattern:  # fat-predominant TAO
-        fat_tao = _u(rng, 1.2, 1.4)
+    # The TAO draws are always made, so a case with and without TAO is the same head.
+    drawn_pattern = _pattern(rng)
+    pattern = drawn_pattern if tao else ()
+    fat_tao = _u(rng, 1.2, 1.4) if not drawn_pattern else _u(rng, 1.05, 1.4)  # empty: fat-predominant
     worse = "right" if rng.uniform() < 0.5 else "left"
     shared_area = {k: float(rng.normal(1.0, 0.1)) for k in RECTI}
     for side, o in list(base.orbits.items()):
         j = lambda s=1.0: float(rng.normal(0, s))  # noqa: E731 - small asymmetry jitter
-        side_sev = severity if side == worse else severity * _u(rng, 0.5, 1.0)
+        side_sev = drawn_severity if side == worse else drawn_severity * _u(rng, 0.5, 1.0)
         muscles = {}
         for key in RECTI:
             area, thick, sd = RECTUS_AREA[key]
-            enlarge = 1.0
-            if key in pattern:
-                enlarge = float(np.clip(1.6 + 0.7 * side_sev * _u(rng, 0.5, 1.0), 1.6, 2.3))
-            elif tao:
-                enlarge = _u(rng, 1.0, 1.12)
+            involved = float(np.clip(1.6 + 0.7 * side_sev * _u(rng, 0.5, 1.0), 1.6, 2.3))
+            swollen = _u(rng, 1.0, 1.12)
+            enlarge = 1.0 if not tao else involved if key in pattern else swollen
             muscles[key] = SweepRectus(
                 peak_area=area * float(np.clip(shared_area[key] + j(0.03), 0.75, 1.25)),
                 belly_thick=float(np.clip(rng.normal(thick, sd * 0.8), thick - 1.6 * sd, thick + 1.6 * sd)),
@@ -143,7 +142,7 @@ def draw_sweep_anatomy(rng: np.random.Generator, tao: bool) -> Anatomy:
         radii = [width / 2, al / 2, height / 2]
         # Proptosis: the added muscle and fat volume pushed out through the entrance (about 10 cm2).
         added_muscle = sum(0.55 * m.peak_area * (m.enlargement - 1) * 30.0 for m in muscles.values()) / 1000.0
-        fat = float(np.clip(1.0 + (fat_tao - 1.0) * (side_sev / max(severity, 1e-6) if tao else 0.0) + j(0.01),
+        fat = float(np.clip(1.0 + (fat_tao - 1.0) * (side_sev / drawn_severity if tao else 0.0) + j(0.01),
                             0.97, 1.4))
         proptosis = (added_muscle + (fat - 1.0) * FAT_CM3) / ENTRANCE_CM2 * 10.0 if tao else 0.0
         fields_ = {f.name: getattr(o, f.name) for f in fields(Orbit)}
