@@ -17,6 +17,7 @@ from OrbitSegLib.phantom.scanner import draw_scanner, make_grid, orbit_box
 from OrbitSegLib.phantom.shapes import Function
 from OrbitSegLib.phantom.sweep import SweepOrbitBuilder
 from OrbitSegLib.phantom_settings import case_id
+from OrbitSegLib.training import studies_from_phantom
 
 SEED = 5
 OBLIQUE, RESAMPLED = 7, 4  # series 5 small wide cases: gantry tilt 18 deg kept oblique, -17 deg resampled
@@ -141,3 +142,8 @@ def test_dataset_and_cli_take_the_setting(tmp_path):
     written = sitk.ReadImage(str(tmp_path / "cli" / rows[0]["image"]))
     expected = sitk.ReadImage(str(tmp_path / "set" / rows[0]["image"]))
     assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
+    (study,) = studies_from_phantom(1, 3, small=True, anatomy="sweep", world="wide")
+    assert study.case_id == "phantom-sweep-wide-3-0000" and study.source_key.endswith(":sweep:wide")
+    assert studies_from_phantom(1, 3, small=True)[0].source_key == "phantom:3:0:True"  # classic caches unchanged
+    ct, _labels = study.load()
+    assert np.array_equal(sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(expected))
