@@ -48,6 +48,24 @@ class _ProgressBar:
         self.bar.close()
 
 
+# --- phantom setting (anatomy model and scanner world), shared by phantom, train and evaluate ---
+def _add_phantom_setting(parser: argparse.ArgumentParser) -> None:
+    """``--anatomy`` and ``--world`` of the phantom cases (defaults: the classic series)."""
+    from .phantom_settings import ANATOMY_MODELS, WORLDS
+
+    parser.add_argument("--anatomy", default="classic", choices=ANATOMY_MODELS,
+                        help="phantom anatomy model: classic (wall surfaces, spindle muscles) or sweep "
+                             "(cone orbit, area-profile muscles); see docs/phantom.md")
+    parser.add_argument("--world", default="default", choices=WORLDS,
+                        help="phantom scanner world: default (the bundled models' training series) or wide "
+                             "(any clinical CT: 0.2-1 mm pixels, 0.5-5 mm slices, tilt, kernels, contrast)")
+
+
+def _phantom_setting(args) -> str:
+    """The phantom setting for descriptions: empty for the classic series."""
+    return "" if (args.anatomy, args.world) == ("classic", "default") else f", {args.anatomy} anatomy, {args.world} world"
+
+
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sv-net", help="model name (sv-net, seq-unet, or a trained one) or .pt path")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"],
@@ -174,6 +192,7 @@ def evaluate_parser(commands) -> None:
     evaluate.add_argument("--studies", default=None, help="study list with a reference column")
     evaluate.add_argument("--phantom", type=int, default=None, metavar="N", help="evaluate on N fresh phantom cases")
     evaluate.add_argument("--seed", type=int, default=999, help="phantom seed (keep it apart from training seeds)")
+    _add_phantom_setting(evaluate)
     evaluate.add_argument("--out", required=True, help="output folder")
     evaluate.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     evaluate.add_argument("--force", action="store_true", help="recompute finished studies")
@@ -192,7 +211,7 @@ def cmd_evaluate(args) -> int:
 
     if (args.studies is None) == (args.phantom is None):
         raise OrbitSegError("give either --studies LIST (with a reference column) or --phantom N")
-    studies = args.studies or phantom_studies(f"{args.out}/data", args.phantom, args.seed)
+    studies = args.studies or phantom_studies(f"{args.out}/data", args.phantom, args.seed, args.anatomy, args.world)
     config = BatchConfig(model=args.model, device=args.device, options=_inference_options(args),
                          workers=args.workers, threads=args.threads, force=args.force)
     title = args.title or f"{args.model} on {'phantom seed %d' % args.seed if args.phantom else studies}"
@@ -209,7 +228,7 @@ def cmd_evaluate(args) -> int:
         from .model_store import resolve_model
         from .models import record_metrics
 
-        data = f"{args.phantom} phantom cases, seed {args.seed}" if args.phantom else str(studies)
+        data = f"{args.phantom} phantom cases, seed {args.seed}{_phantom_setting(args)}" if args.phantom else str(studies)
         path = resolve_model(args.model)
         key = "held_out" if args.grid_shifts == 1 else f"held_out_grid_shifts_{args.grid_shifts}"
         record_metrics(path, key, {"data": data, **numbers})
@@ -225,6 +244,7 @@ def phantom_parser(commands) -> None:
     phantom.add_argument("--seed", type=int, default=0, help="random seed (cases are deterministic per seed and index)")
     phantom.add_argument("--small", action="store_true", help="small low-resolution cases (for quick tests)")
     phantom.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_phantom_setting(phantom)
     phantom.set_defaults(func=cmd_phantom)
 
 
@@ -233,8 +253,8 @@ def cmd_phantom(args) -> int:
     from tqdm import tqdm
 
     with tqdm(total=args.cases, desc="phantom cases", unit="case", disable=args.quiet) as bar:
-        studies = write_dataset(args.out, args.cases, args.seed, small=args.small,
-                                progress=lambda done, total: bar.update(done - bar.n))
+        studies = write_dataset(args.out, args.cases, args.seed, small=args.small, anatomy=args.anatomy,
+                                world=args.world, progress=lambda done, total: bar.update(done - bar.n))
     print(f"Wrote {args.cases} cases and the study list {studies}")
     return 0
 
@@ -248,6 +268,7 @@ def train_parser(commands) -> None:
     train.add_argument("--folder", default=None, help="folder of case folders, each with ct.* and reference.seg.nrrd")
     train.add_argument("--phantom", type=int, default=None, metavar="N", help="train on N phantom cases generated on the fly")
     train.add_argument("--phantom-seed", type=int, default=0, help="phantom seed")
+    _add_phantom_setting(train)
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--model", default="sv-net", choices=["sv-net", "seq-unet"], help="architecture")
     train.add_argument("--preset", default="default", choices=["default", "paper"],
@@ -319,8 +340,9 @@ def cmd_train(args) -> int:
     elif args.folder:
         studies, description = studies_from_folder(args.folder), f"case folder {args.folder}"
     else:
-        studies = studies_from_phantom(args.phantom, args.phantom_seed)
-        description = f"OrbitSeg synthetic orbital CT phantom, {args.phantom} cases, seed {args.phantom_seed}"
+        studies = studies_from_phantom(args.phantom, args.phantom_seed, anatomy=args.anatomy, world=args.world)
+        description = (f"OrbitSeg synthetic orbital CT phantom, {args.phantom} cases, seed {args.phantom_seed}"
+                       f"{_phantom_setting(args)}")
     configure_threads(args.threads)
     config = TrainConfig(out_dir=args.out, architecture=args.model, preset=args.preset, init=args.init, name=args.name,
                          spacing=tuple(args.spacing), input_size=tuple(args.input_size) if args.input_size else None,

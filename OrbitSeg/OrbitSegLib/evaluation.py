@@ -297,14 +297,18 @@ def qa_report(rows: list[dict]) -> str:
             f"- Spearman correlation of the uncertainty score with IoU: {rho}.\n")
 
 
-def phantom_studies(folder: str | os.PathLike, cases: int, seed: int) -> Path:
-    """The study list of ``cases`` phantom cases of ``seed`` in ``folder``, generated unless already there."""
+def phantom_studies(folder: str | os.PathLike, cases: int, seed: int, anatomy: str = "classic",
+                    world: str = "default") -> Path:
+    """The study list of ``cases`` phantom cases of ``seed`` (anatomy model and scanner world as in
+    :func:`phantom.generate_case`) in ``folder``, generated unless those very cases are already there."""
     from .phantom import write_dataset
+    from .phantom_settings import case_id
 
     studies = Path(folder) / "studies.csv"
-    if studies.is_file() and len(read_csv(studies)) == cases:
+    wanted = [case_id(seed, i, anatomy, world) for i in range(cases)]
+    if studies.is_file() and [row["id"] for row in read_csv(studies)] == wanted:
         return studies
-    return write_dataset(folder, cases, seed)
+    return write_dataset(folder, cases, seed, anatomy=anatomy, world=world)
 
 
 def evaluate(studies: str | os.PathLike, out_dir: str | os.PathLike, config, title: str, progress=None) -> dict:

@@ -119,10 +119,14 @@ class Head:
 
 @dataclass
 class Anatomy:
+    """One head: TAO state, head and both orbits; ``model`` names the anatomy model that drew it
+    (``classic``: :func:`draw_anatomy`, ``sweep``: :func:`.sweep.draw_sweep_anatomy`)."""
+
     tao: bool
     severity: float
     head: Head
     orbits: dict[str, Orbit] = field(default_factory=dict)
+    model: str = "classic"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,12 +8,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import structures
+from ..phantom_settings import ANATOMY_MODELS
 from .anatomy import RECTI, Anatomy, draw_anatomy
 from .head import HeadBuilder
 from .materials import draw_materials
 from .orbit import OrbitBuilder, side_sign
 from .render import Grid, Layer, rasterise
-from .scanner import (Scanner, add_streaks, blur, correlated_noise, draw_scanner, make_grid, texture_field)
+from .scanner import (Scanner, add_streaks, beam_hardening, blur, correlated_noise, draw_scanner, make_grid,
+                      sharpen, texture_field, tilted_slice_blur)
+from .sweep import SweepOrbitBuilder, draw_sweep_anatomy
 
 F32 = np.float32
 LABEL_MARGIN_MM = 2.0
@@ -34,8 +37,9 @@ def build_layers(anatomy: Anatomy) -> tuple[list[Layer], dict]:
     head = HeadBuilder(anatomy)
     layers = head.layers()
     derived = {}
+    builder_class = SweepOrbitBuilder if anatomy.model == "sweep" else OrbitBuilder
     for side, o in anatomy.orbits.items():
-        builder = OrbitBuilder(o, head.side_skin(side))
+        builder = builder_class(o, head.side_skin(side))
         layers.extend(builder.layers())
         derived[side] = builder.info
     return layers, derived
@@ -46,14 +50,19 @@ def _streams(seed: int, index: int):
     return [np.random.default_rng(s) for s in seq.spawn(5)]
 
 
-def _anatomy(rng: np.random.Generator, tao: bool | None) -> Anatomy:
+def _anatomy(rng: np.random.Generator, tao: bool | None, model: str = "classic") -> Anatomy:
     drawn = bool(rng.uniform() < 0.5)
-    return draw_anatomy(rng, drawn if tao is None else bool(tao))
+    tao = drawn if tao is None else bool(tao)
+    if model == "classic":
+        return draw_anatomy(rng, tao)
+    if model == "sweep":
+        return draw_sweep_anatomy(rng, tao)
+    raise ValueError(f"unknown anatomy model {model!r}: one of {', '.join(ANATOMY_MODELS)}")
 
 
-def case_anatomy(seed: int, index: int, tao: bool | None = None) -> Anatomy:
+def case_anatomy(seed: int, index: int, tao: bool | None = None, anatomy: str = "classic") -> Anatomy:
     """The anatomy of case ``index`` of series ``seed`` without rendering it (cheap)."""
-    return _anatomy(_streams(seed, index)[0], tao)
+    return _anatomy(_streams(seed, index)[0], tao, anatomy)
 
 
 @dataclass
@@ -70,11 +79,13 @@ class Scene:
 
 
 def case_scene(seed: int, index: int, *, small: bool = False, tao: bool | None = None,
-               spacing: tuple[float, float, float] | None = None) -> Scene:
+               spacing: tuple[float, float, float] | None = None, anatomy: str = "classic",
+               world: str = "default") -> Scene:
     """The scene of a case (same arguments as :func:`generate_case`), e.g. to rasterise single slices."""
     r_anat, r_mat, r_scan, r_grid, r_img = _streams(seed, index)
-    anatomy = _anatomy(r_anat, tao)
-    scanner = draw_scanner(r_scan, small)
+    model = anatomy
+    anatomy = _anatomy(r_anat, tao, model)
+    scanner = draw_scanner(r_scan, small, world)
     if spacing is not None:
         ratio = scanner.thickness / scanner.spacing[2]
         scanner.protocol = "custom"
@@ -89,22 +100,27 @@ def _image(array: np.ndarray, grid: Grid) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(grid.spacing)
     image.SetOrigin(grid.origin)
-    image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    image.SetDirection(tuple(float(v) for v in np.asarray(grid.direction, dtype=float).ravel()))
     return image
 
 
 def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | None = None,
-                  spacing: tuple[float, float, float] | None = None) -> PhantomCase:
+                  spacing: tuple[float, float, float] | None = None, anatomy: str = "classic",
+                  world: str = "default") -> PhantomCase:
     """Generate case ``index`` of the series ``seed`` (deterministic for the pair).
 
     ``tao=None`` draws thyroid-associated ophthalmopathy for about half the cases. ``small=True`` gives a
     coarse (about 0.8 mm x 2 mm) tightly cropped case for tests; the anatomy is the same as the full case.
     ``spacing`` (x, y, z mm) replaces the drawn scanner spacing (slice thickness at least the spacing).
+    ``anatomy`` picks the anatomy model (:data:`ANATOMY_MODELS`), ``world`` the scanner world
+    (:data:`WORLDS`, both in :mod:`..phantom_settings`); ``classic``/``default`` is the series the bundled models were trained on.
     """
     t0 = time.perf_counter()
-    scene = case_scene(seed, index, small=small, tao=tao, spacing=spacing)
+    scene = case_scene(seed, index, small=small, tao=tao, spacing=spacing, anatomy=anatomy, world=world)
     anatomy, scanner, grid, layers, derived = scene.anatomy, scene.scanner, scene.grid, scene.layers, scene.derived
     materials = draw_materials(scene.rng_materials, anatomy.severity if anatomy.tao else 0.0)
+    if scanner.contrast:
+        materials = materials.enhanced(scanner.enhancement)
     r_img = scene.rng_imaging
     t_build = time.perf_counter()
 
@@ -116,9 +132,20 @@ def generate_case(seed: int, index: int, *, small: bool = False, tao: bool | Non
     shape = ct.shape
     ct += raster.layer_values(texture_tab) * texture_field(shape, grid.spacing, r_img)
     extra_z = float(np.sqrt(max(scanner.thickness ** 2 - grid.spacing[2] ** 2, 0.0)))
-    blur(ct, grid.spacing, scanner.psf_fwhm, extra_z)
+    resampled_tilt = scanner.tilt_mode == "resampled"
+    blur(ct, grid.spacing, scanner.psf_fwhm, 0.0 if resampled_tilt else extra_z)
+    if resampled_tilt:
+        tilted_slice_blur(ct, grid.spacing, max(extra_z, 0.6 * grid.spacing[2]), scanner.tilt_deg)
+    if scanner.sharpen > 0:
+        sharpen(ct, grid.spacing, scanner.sharpen)
+    if scanner.beam_hardening > 0:
+        beam_hardening(ct, grid.spacing, scanner.beam_hardening)
     streaks = add_streaks(ct, grid.spacing, scanner, r_img)
     ct += correlated_noise(shape, grid.spacing, scanner, r_img)
+    if scanner.hu_scale != 1.0:
+        ct += F32(1000.0)
+        ct *= F32(scanner.hu_scale)
+        ct -= F32(1000.0)
     ct += F32(scanner.hu_offset)
     np.clip(ct, -1024, 3071, out=ct)
     ct_image = _image(np.rint(ct).astype(np.int16), grid)
@@ -159,6 +186,7 @@ def _describe(seed, index, small, anatomy: Anatomy, scanner: Scanner, grid: Grid
         globe_lps[side] = [round(float(v), 3) for v in grid.anatomy_to_world([side_sign(side) * gu, gy, gz])]
     return {
         "seed": int(seed), "index": int(index), "small": bool(small),
+        "anatomy_model": anatomy.model, "world": scanner.world,
         "tao": bool(anatomy.tao), "severity": round(anatomy.severity, 3),
         "enlargement": {side: {k: round(o.muscles[k].enlargement, 3) for k in RECTI}
                         for side, o in anatomy.orbits.items()},

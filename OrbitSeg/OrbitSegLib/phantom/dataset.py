@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..imageio import atomic_path, write_image
+from ..phantom_settings import case_id
 from ..segio import write_labelmap, write_seg_nrrd
 from .case import PhantomCase, generate_case
 
@@ -54,18 +55,20 @@ def exact_volumes(studies: Iterable[Study]) -> dict[str, dict[str, dict[str, flo
 
 
 def write_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, *, small: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> Path:
-    """Generate cases 0..n_cases-1 of series ``seed``, write them and ``out_dir/studies.csv``.
+                  progress: Callable[[int, int], None] | None = None, anatomy: str = "classic",
+                  world: str = "default") -> Path:
+    """Generate cases 0..n_cases-1 of series ``seed`` (anatomy model and scanner world as in
+    :func:`generate_case`), write them and ``out_dir/studies.csv``.
 
-    Case ids are ``phantom_<seed>_<index:04d>``. ``progress(done, total)`` is called after each case.
+    Case ids are :func:`case_id`. ``progress(done, total)`` is called after each case.
     Returns the study-list path.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for index in range(n_cases):
-        case = generate_case(seed, index, small=small)
-        rows.append(write_case(case, out_dir, f"phantom_{seed}_{index:04d}"))
+        case = generate_case(seed, index, small=small, anatomy=anatomy, world=world)
+        rows.append(write_case(case, out_dir, case_id(seed, index, anatomy, world)))
         if progress is not None:
             progress(index + 1, n_cases)
     path = out_dir / "studies.csv"

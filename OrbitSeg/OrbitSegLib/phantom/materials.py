@@ -41,6 +41,13 @@ RANGES: dict[str, tuple[float, float, float]] = {
 }
 
 
+# Contrast enhancement: the fraction of the blood's enhancement each tissue takes up (extraocular and
+# other muscles, glands, mucosa and dura enhance; fat, vitreous, lens, CSF and bone do not).
+ENHANCEMENT = {"vessel": 1.0, "rectus": 0.18, "confuser_muscle": 0.18, "muscle": 0.12, "lacrimal_gland": 0.25,
+               "mucosa": 0.25, "dura": 0.2, "skin": 0.06, "soft_tissue": 0.08, "brain": 0.03, "nerve": 0.03,
+               "sclera": 0.08}
+
+
 @dataclass
 class Materials:
     """Per-case tissue table: parallel arrays indexed by :attr:`names` order."""
@@ -52,6 +59,11 @@ class Materials:
         """(hu, texture amplitude) float32 arrays indexed by layer."""
         return (np.array([self.hu[m] for m in layer_materials], dtype=np.float32),
                 np.array([self.texture[m] for m in layer_materials], dtype=np.float32))
+
+    def enhanced(self, blood_hu: float) -> Materials:
+        """The same tissues after intravenous contrast raising blood by ``blood_hu`` HU (:data:`ENHANCEMENT`)."""
+        hu = {name: value + ENHANCEMENT.get(name, 0.0) * blood_hu for name, value in self.hu.items()}
+        return Materials(hu, dict(self.texture))
 
 
 def draw_materials(rng: np.random.Generator, tao_activity: float = 0.0) -> Materials:

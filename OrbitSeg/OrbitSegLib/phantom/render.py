@@ -40,10 +40,12 @@ class Layer:
 
 @dataclass
 class Grid:
-    """A CT grid (axis-aligned LPS) and where the anatomy lies in it.
+    """A CT grid and where the anatomy lies in it.
 
-    ``size`` (nx, ny, nz) voxels, ``spacing`` (dx, dy, dz) and ``origin`` in mm (world LPS).
-    An anatomy point ``a`` sits at world ``rotation @ a + translation``.
+    ``size`` (nx, ny, nz) voxels, ``spacing`` (dx, dy, dz) and ``origin`` in mm (world LPS); voxel
+    (i, j, k) sits at world ``origin + direction @ (spacing * (i, j, k))`` (``direction``: the identity
+    for an axis-aligned grid, a rotation for a gantry-tilted one). An anatomy point ``a`` sits at world
+    ``rotation @ a + translation``.
     """
 
     size: tuple[int, int, int]
@@ -51,11 +53,12 @@ class Grid:
     origin: tuple[float, float, float]
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
     translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def index_to_anatomy(self) -> tuple[np.ndarray, np.ndarray]:
         """(M, c) with anatomy = M @ (i, j, k) + c (float64)."""
         rot_t = np.asarray(self.rotation, dtype=float).T
-        m = rot_t @ np.diag(self.spacing)
+        m = rot_t @ np.asarray(self.direction, dtype=float) @ np.diag(self.spacing)
         c = rot_t @ (np.asarray(self.origin, dtype=float) - np.asarray(self.translation, dtype=float))
         return m, c
 

@@ -139,16 +139,23 @@ def studies_from_folder(folder: str | os.PathLike) -> list[Study]:
     return studies
 
 
-def studies_from_phantom(cases: int, seed: int, small: bool = False) -> list[Study]:
-    """Phantom cases generated on the fly (deterministic per seed and index)."""
-    return [Study(f"phantom-{seed}-{i:04d}", partial(_phantom_pair, seed, i, small), f"phantom:{seed}:{i}:{small}")
+def studies_from_phantom(cases: int, seed: int, small: bool = False, anatomy: str = "classic",
+                         world: str = "default") -> list[Study]:
+    """Phantom cases generated on the fly (deterministic per seed and index; anatomy model and scanner
+    world as in :func:`phantom.generate_case`)."""
+    from ..phantom_settings import case_id
+
+    setting = "" if (anatomy, world) == ("classic", "default") else f":{anatomy}:{world}"
+    return [Study(case_id(seed, i, anatomy, world).replace("_", "-"),
+                  partial(_phantom_pair, seed, i, small, anatomy, world), f"phantom:{seed}:{i}:{small}{setting}")
             for i in range(cases)]
 
 
-def _phantom_pair(seed: int, index: int, small: bool) -> tuple[sitk.Image, sitk.Image]:
+def _phantom_pair(seed: int, index: int, small: bool, anatomy: str = "classic",
+                  world: str = "default") -> tuple[sitk.Image, sitk.Image]:
     from ..phantom import generate_case
 
-    case = generate_case(seed, index, small=small)
+    case = generate_case(seed, index, small=small, anatomy=anatomy, world=world)
     return case.ct, case.labels
 
 
