@@ -19,8 +19,8 @@ from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
 from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
 from OrbitSegLib.training import loop as training_loop
-from OrbitSegLib.training.augment import (augmentation, augmented_patch, one_hot, sample_patch, seq_unet_batch,
-                                          sv_net_batch)
+from OrbitSegLib.training.augment import (TensorEye, augmentation, augmented_patch, fit_inplane, one_hot,
+                                          sample_patch, seq_unet_batch, sv_net_batch)
 from OrbitSegLib.training.data import Study, _read_pair, prepare, studies_from_list
 from OrbitSegLib.phantom import write_dataset
 from OrbitSegLib.training.losses import SegmentationLoss, known_channels
@@ -112,11 +112,11 @@ def test_a_cache_that_cannot_be_written_or_read_costs_only_the_cache(phantom_stu
 def test_augmented_batches_have_network_shapes(eyes):
     rng = np.random.default_rng(0)
     pipeline = augmentation(0)
-    patches = [augmented_patch(e, 16, (64, 48), rng, pipeline) for e in eyes[:2]]
+    patches = [augmented_patch(TensorEye.of(e), 16, (64, 48), rng, pipeline) for e in eyes[:2]]
     images, classes = sv_net_batch(patches)
     assert images.shape == (2, 1, 16, 64, 48) and classes.shape == (2, 16, 64, 48)
     assert set(torch.unique(classes).tolist()) <= set(range(structures.NUM_CLASSES))
-    images, classes = seq_unet_batch([augmented_patch(e, 8, (64, 48), rng, None) for e in eyes[:2]])
+    images, classes = seq_unet_batch([augmented_patch(TensorEye.of(e), 8, (64, 48), rng, None) for e in eyes[:2]])
     assert images.shape == (12, 3, 1, 64, 48) and classes.shape == (12, 64, 48)
 
 
@@ -134,9 +134,9 @@ def test_a_few_steps_reduce_the_loss(request, architecture, config, loss, drop, 
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if architecture == "sv-net" else 1e-2)
     rng = np.random.default_rng(0)
     if architecture == "sv-net":
-        batch = sv_net_batch([augmented_patch(e, 16, (64, 48), rng, None) for e in eyes[:2]])
+        batch = sv_net_batch([augmented_patch(TensorEye.of(e), 16, (64, 48), rng, None) for e in eyes[:2]])
     else:
-        batch = seq_unet_batch([augmented_patch(e, 5, (64, 48), rng, None) for e in eyes[:2]])
+        batch = seq_unet_batch([augmented_patch(TensorEye.of(e), 5, (64, 48), rng, None) for e in eyes[:2]])
     values = []
     for _ in range(12):
         loss_value = loss_fn(model(batch[0]), batch[1])
@@ -173,19 +173,19 @@ def test_soft_targets_are_partial_volumes_that_agree_with_the_classes(phantom_st
 
 def test_soft_patches_and_batches(soft_eyes):
     rng = np.random.default_rng(0)
-    patches = [augmented_patch(e, 16, (64, 48), rng, augmentation(0, soft_targets=True)) for e in soft_eyes[:2]]
+    patches = [augmented_patch(TensorEye.of(e), 16, (64, 48), rng, augmentation(0, soft_targets=True)) for e in soft_eyes[:2]]
     images, targets = sv_net_batch(patches)
     assert images.shape == (2, 1, 16, 64, 48) and targets.shape == (2, 6, 16, 64, 48)
     assert targets.dtype == torch.float32 and 0.0 <= float(targets.min()) and float(targets.max()) <= 1.0
     assert bool(((targets > 0.05) & (targets < 0.95)).any())
-    images, targets = seq_unet_batch([augmented_patch(e, 8, (64, 48), rng, None) for e in soft_eyes[:2]])
+    images, targets = seq_unet_batch([augmented_patch(TensorEye.of(e), 8, (64, 48), rng, None) for e in soft_eyes[:2]])
     assert images.shape == (12, 3, 1, 64, 48) and targets.shape == (12, 6, 64, 48)
     eye = soft_eyes[0]
     depth = eye.image.shape[0] + 6  # deeper than the eye: padded with empty targets above and below
-    image, fractions = sample_patch(eye, depth, eye.image.shape[1:], rng)
+    image, fractions = sample_patch(TensorEye.of(eye), depth, eye.image.shape[1:], rng)
     assert image.shape == (depth,) + eye.image.shape[1:] and fractions.shape == (6, depth) + eye.image.shape[1:]
     assert not fractions[:, :3].any() and not fractions[:, -3:].any()
-    np.testing.assert_allclose(fractions[:, 3:-3], eye.fractions / np.float32(255))
+    np.testing.assert_allclose(fractions[:, 3:-3].numpy(), eye.fractions / np.float32(255))
 
 
 @pytest.mark.parametrize("architecture, kind", [("sv-net", "dice_ce"), ("sv-net", "bce"), ("seq-unet", "dice_ce")])
