@@ -120,6 +120,27 @@ def test_augmented_batches_have_network_shapes(eyes):
     assert images.shape == (12, 3, 1, 64, 48) and classes.shape == (12, 64, 48)
 
 
+def test_patches_are_the_arrays_windows_and_the_grid_made_once_changes_nothing(soft_eyes):
+    """A patch is a window of the eye's arrays (cut from tensors viewing them); the augmentation with its
+    sampling grid made once per patch size gives the patches of the one that makes it per patch."""
+    eye = soft_eyes[0]
+    tensors = TensorEye.of(eye)
+    assert tensors.image.data_ptr() == eye.image.__array_interface__["data"][0]  # a view, not a copy
+    d, h, w = (n // 2 for n in eye.image.shape)  # a window smaller than the eye along every axis
+    image, fractions = sample_patch(tensors, d, (h, w), np.random.default_rng(3))
+    z, y, x = (int(np.random.default_rng(3).integers(0, n - size + 1)) for n, size in zip(eye.image.shape, (d, h, w)))
+    np.testing.assert_array_equal(image.numpy(), eye.image[z:z + d, y:y + h, x:x + w].astype(np.float32))
+    np.testing.assert_allclose(fractions.numpy(), eye.fractions[:, z:z + d, y:y + h, x:x + w] / np.float32(255))
+    padded = fit_inplane(torch.ones(2, 3, 5), (5, 3), 0.0)
+    assert padded.shape == (2, 5, 3) and padded[:, 1:4, 1].all() and not padded[:, 0].any() and not padded[:, 4].any()
+    per_patch, once = augmentation(5, True), augmentation(5, True, (d, h, w), "cpu")
+    for _ in range(3):
+        a = augmented_patch(tensors, d, (h, w), np.random.default_rng(4), per_patch)
+        b = augmented_patch(tensors, d, (h, w), np.random.default_rng(4), once)
+        for mine, theirs in zip(a, b):
+            torch.testing.assert_close(mine, theirs)
+
+
 @pytest.mark.parametrize("architecture, config, loss, drop, soft", [
     ("sv-net", TINY_SV, "paper", 0.10, False), ("sv-net", TINY_SV, "dice_ce", 0.10, False),
     ("seq-unet", TINY_SEQ, "paper", 0.02, False), ("sv-net", TINY_SV, "dice_ce", 0.10, True),
