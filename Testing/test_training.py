@@ -128,7 +128,8 @@ def test_patches_are_the_arrays_windows_and_the_grid_made_once_changes_nothing(s
     assert tensors.image.data_ptr() == eye.image.__array_interface__["data"][0]  # a view, not a copy
     d, h, w = (n // 2 for n in eye.image.shape)  # a window smaller than the eye along every axis
     image, fractions = sample_patch(tensors, d, (h, w), np.random.default_rng(3))
-    z, y, x = (int(np.random.default_rng(3).integers(0, n - size + 1)) for n, size in zip(eye.image.shape, (d, h, w)))
+    rng = np.random.default_rng(3)
+    z, y, x = (int(rng.integers(0, n - size + 1)) for n, size in zip(eye.image.shape, (d, h, w)))
     np.testing.assert_array_equal(image.numpy(), eye.image[z:z + d, y:y + h, x:x + w].astype(np.float32))
     np.testing.assert_allclose(fractions.numpy(), eye.fractions[:, z:z + d, y:y + h, x:x + w] / np.float32(255))
     padded = fit_inplane(torch.ones(2, 3, 5), (5, 3), 0.0)

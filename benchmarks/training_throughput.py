@@ -20,8 +20,8 @@ loop only: no mixed precision) and ``-b<N>`` (batch size, default 4):
 - ``new``: the package this script sits next to.
 
 The prepared eyes are cached once (``--cache``) before the runs, so no run prepares data. The JSON
-lists every epoch's seconds and training loss: with the same seed, ``old`` and ``new-float32`` on a
-CPU draw the same patches and augmentations and should give the same losses up to rounding.
+lists every epoch's seconds and training loss: with the same seed, ``old`` and ``new`` on a CPU draw
+the same patches and augmentations and should give the same losses up to rounding.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def prepare_cache(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--configs", default="old,new-float32,new", help="comma-separated, e.g. old,new,new-b16")
+    parser.add_argument("--configs", default="old,new", help="comma-separated, e.g. old,new,new-b16")
     parser.add_argument("--baseline", default=BASELINE, help="folder with OrbitSeg/OrbitSegLib, or a git commit")
     parser.add_argument("--studies", type=int, default=4, help="full-size phantom cases (two eyes each)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is a warm-up")

@@ -65,8 +65,8 @@ class TrainConfig:
     folds while drawing other patches. ``structure_weights`` (structure key → weight > 0, others 1)
     weight those structures' terms of the loss, e.g. ``{"superior_rectus": 2}`` for a structure the
     model finds hard. ``prepare_workers`` processes prepare the studies not yet cached (the data are
-    the same with any number). ``precision``: ``auto`` runs the network in mixed precision where the
-    device computes it natively (:func:`training_precision`), ``float32`` always in float32.
+    the same with any number). ``precision``: ``auto`` runs the network in mixed precision where it
+    fits (:func:`training_precision`: on a GPU), ``float32`` always in float32.
     """
 
     out_dir: str
@@ -305,13 +305,9 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
 
 def training_precision(device: torch.device) -> torch.dtype | None:
     """The autocast dtype the network trains in on ``device`` (weights, optimizer and loss stay float32):
-    bfloat16 on a GPU that computes it (float16, with loss scaling, on an older one) and on a CPU with
-    native bfloat16 instructions (AVX512-BF16 or AMX, through oneDNN); ``None`` (float32) on other CPUs,
-    where emulated bfloat16 would be slower."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return torch.bfloat16 if device.type == "cpu" and native else None
+    float16, with loss scaling, on a GPU; ``None`` (float32) on a CPU, where bfloat16 autocast, though
+    twice as fast on a CPU with AVX512-BF16, made a tiny SV-Net's weights NaN within one epoch."""
+    return torch.float16 if device.type == "cuda" else None
 
 
 def _tensor_eyes(eyes: list[EyeVolume], device) -> list[TensorEye]:
