@@ -260,8 +260,8 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
             if sequence:  # every patch gives depth - 2 slice triplets
                 known = known.repeat_interleave(depth - 2, dim=0)
             with torch.autocast(device.device.type, dtype=precision, enabled=precision is not None):
-                scores = model(images.contiguous(memory_format=layout))
-            loss = loss_fn(scores.float(), targets, known)
+                logits = model(images.contiguous(memory_format=layout))
+            loss = loss_fn(logits.float(), targets, known)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
