@@ -19,8 +19,8 @@ from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
 from OrbitSegLib.training import GridSpec, TrainConfig, fold_split, studies_from_phantom, train
 from OrbitSegLib.training import loop as training_loop
-from OrbitSegLib.training.augment import (augmentation, augmented_patch, one_hot, sample_patch, seq_unet_batch,
-                                          sv_net_batch)
+from OrbitSegLib.training.augment import (TensorEye, augmentation, augmented_patch, fit_inplane, one_hot,
+                                          sample_patch, seq_unet_batch, sv_net_batch)
 from OrbitSegLib.training.data import Study, _read_pair, prepare, studies_from_list
 from OrbitSegLib.phantom import write_dataset
 from OrbitSegLib.training.losses import SegmentationLoss, known_channels
@@ -112,12 +112,34 @@ def test_a_cache_that_cannot_be_written_or_read_costs_only_the_cache(phantom_stu
 def test_augmented_batches_have_network_shapes(eyes):
     rng = np.random.default_rng(0)
     pipeline = augmentation(0)
-    patches = [augmented_patch(e, 16, (64, 48), rng, pipeline) for e in eyes[:2]]
+    patches = [augmented_patch(TensorEye.of(e), 16, (64, 48), rng, pipeline) for e in eyes[:2]]
     images, classes = sv_net_batch(patches)
     assert images.shape == (2, 1, 16, 64, 48) and classes.shape == (2, 16, 64, 48)
     assert set(torch.unique(classes).tolist()) <= set(range(structures.NUM_CLASSES))
-    images, classes = seq_unet_batch([augmented_patch(e, 8, (64, 48), rng, None) for e in eyes[:2]])
+    images, classes = seq_unet_batch([augmented_patch(TensorEye.of(e), 8, (64, 48), rng, None) for e in eyes[:2]])
     assert images.shape == (12, 3, 1, 64, 48) and classes.shape == (12, 64, 48)
+
+
+def test_patches_are_the_arrays_windows_and_the_grid_made_once_changes_nothing(soft_eyes):
+    """A patch is a window of the eye's arrays (cut from tensors viewing them); the augmentation with its
+    sampling grid made once per patch size gives the patches of the one that makes it per patch."""
+    eye = soft_eyes[0]
+    tensors = TensorEye.of(eye)
+    assert tensors.image.data_ptr() == eye.image.__array_interface__["data"][0]  # a view, not a copy
+    d, h, w = (n // 2 for n in eye.image.shape)  # a window smaller than the eye along every axis
+    image, fractions = sample_patch(tensors, d, (h, w), np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    z, y, x = (int(rng.integers(0, n - size + 1)) for n, size in zip(eye.image.shape, (d, h, w)))
+    np.testing.assert_array_equal(image.numpy(), eye.image[z:z + d, y:y + h, x:x + w].astype(np.float32))
+    np.testing.assert_allclose(fractions.numpy(), eye.fractions[:, z:z + d, y:y + h, x:x + w] / np.float32(255))
+    padded = fit_inplane(torch.ones(2, 3, 5), (5, 3), 0.0)
+    assert padded.shape == (2, 5, 3) and padded[:, 1:4, 1].all() and not padded[:, 0].any() and not padded[:, 4].any()
+    per_patch, once = augmentation(5, True), augmentation(5, True, (d, h, w), "cpu")
+    for _ in range(3):
+        a = augmented_patch(tensors, d, (h, w), np.random.default_rng(4), per_patch)
+        b = augmented_patch(tensors, d, (h, w), np.random.default_rng(4), once)
+        for mine, theirs in zip(a, b):
+            torch.testing.assert_close(mine, theirs)
 
 
 @pytest.mark.parametrize("architecture, config, loss, drop, soft", [
@@ -134,9 +156,9 @@ def test_a_few_steps_reduce_the_loss(request, architecture, config, loss, drop, 
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if architecture == "sv-net" else 1e-2)
     rng = np.random.default_rng(0)
     if architecture == "sv-net":
-        batch = sv_net_batch([augmented_patch(e, 16, (64, 48), rng, None) for e in eyes[:2]])
+        batch = sv_net_batch([augmented_patch(TensorEye.of(e), 16, (64, 48), rng, None) for e in eyes[:2]])
     else:
-        batch = seq_unet_batch([augmented_patch(e, 5, (64, 48), rng, None) for e in eyes[:2]])
+        batch = seq_unet_batch([augmented_patch(TensorEye.of(e), 5, (64, 48), rng, None) for e in eyes[:2]])
     values = []
     for _ in range(12):
         loss_value = loss_fn(model(batch[0]), batch[1])
@@ -173,19 +195,19 @@ def test_soft_targets_are_partial_volumes_that_agree_with_the_classes(phantom_st
 
 def test_soft_patches_and_batches(soft_eyes):
     rng = np.random.default_rng(0)
-    patches = [augmented_patch(e, 16, (64, 48), rng, augmentation(0, soft_targets=True)) for e in soft_eyes[:2]]
+    patches = [augmented_patch(TensorEye.of(e), 16, (64, 48), rng, augmentation(0, soft_targets=True)) for e in soft_eyes[:2]]
     images, targets = sv_net_batch(patches)
     assert images.shape == (2, 1, 16, 64, 48) and targets.shape == (2, 6, 16, 64, 48)
     assert targets.dtype == torch.float32 and 0.0 <= float(targets.min()) and float(targets.max()) <= 1.0
     assert bool(((targets > 0.05) & (targets < 0.95)).any())
-    images, targets = seq_unet_batch([augmented_patch(e, 8, (64, 48), rng, None) for e in soft_eyes[:2]])
+    images, targets = seq_unet_batch([augmented_patch(TensorEye.of(e), 8, (64, 48), rng, None) for e in soft_eyes[:2]])
     assert images.shape == (12, 3, 1, 64, 48) and targets.shape == (12, 6, 64, 48)
     eye = soft_eyes[0]
     depth = eye.image.shape[0] + 6  # deeper than the eye: padded with empty targets above and below
-    image, fractions = sample_patch(eye, depth, eye.image.shape[1:], rng)
+    image, fractions = sample_patch(TensorEye.of(eye), depth, eye.image.shape[1:], rng)
     assert image.shape == (depth,) + eye.image.shape[1:] and fractions.shape == (6, depth) + eye.image.shape[1:]
     assert not fractions[:, :3].any() and not fractions[:, -3:].any()
-    np.testing.assert_allclose(fractions[:, 3:-3], eye.fractions / np.float32(255))
+    np.testing.assert_allclose(fractions[:, 3:-3].numpy(), eye.fractions / np.float32(255))
 
 
 @pytest.mark.parametrize("architecture, kind", [("sv-net", "dice_ce"), ("sv-net", "bce"), ("seq-unet", "dice_ce")])

@@ -305,6 +305,8 @@ def train_parser(commands) -> None:
                             "(default: --seed); keep it to reuse a cache while --seed draws other patches")
     train.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
     train.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    train.add_argument("--precision", default="auto", choices=["auto", "float32"],
+                       help="auto: mixed precision (float16 autocast) on a GPU, float32 on a CPU; float32: always")
     train.add_argument("--restart", action="store_true", help="start afresh instead of resuming from fold*/last.pt")
     train.add_argument("--cache", default=None, help="folder caching the prepared training volumes")
     train.add_argument("--workers", type=int, default=1,
@@ -354,7 +356,7 @@ def cmd_train(args) -> int:
                          device=args.device, resume=not args.restart, cache_dir=args.cache,
                          description=args.description or "", ensemble=args.ensemble,
                          soft_targets=args.soft_targets, structure_weights=_structure_weights(args.structure_weight),
-                         prepare_workers=args.workers)
+                         prepare_workers=args.workers, precision=args.precision)
     progress = _ProgressBar("training") if args.progress == "text" else _progress_printer(args.progress)
     try:
         result = train(config, studies, data_description=description, progress=progress)

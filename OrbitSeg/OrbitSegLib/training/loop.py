@@ -36,7 +36,7 @@ from ..metrics import overlap
 from ..model_store import resolve_model
 from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint, save_ensemble
 from ..postprocess import scores_to_classes
-from .augment import augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
+from .augment import TensorEye, augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
 from .losses import SegmentationLoss, known_channels
 
@@ -65,7 +65,8 @@ class TrainConfig:
     folds while drawing other patches. ``structure_weights`` (structure key → weight > 0, others 1)
     weight those structures' terms of the loss, e.g. ``{"superior_rectus": 2}`` for a structure the
     model finds hard. ``prepare_workers`` processes prepare the studies not yet cached (the data are
-    the same with any number).
+    the same with any number). ``precision``: ``auto`` runs the network in mixed precision where it
+    fits (:func:`training_precision`: on a GPU), ``float32`` always in float32.
     """
 
     out_dir: str
@@ -98,6 +99,7 @@ class TrainConfig:
     soft_targets: bool = False
     structure_weights: dict[str, float] = field(default_factory=dict)
     prepare_workers: int = 1
+    precision: str = "auto"
 
     def class_weights(self) -> list[float]:
         """Loss weights per model class, background (1) first, then the structures in label order."""
@@ -129,6 +131,8 @@ class TrainConfig:
                                 f"{', '.join(s.key for s in structures.STRUCTURES)}")
         if any(not float(w) > 0 for w in c.structure_weights.values()):
             raise OrbitSegError(f"structure weights must be positive, got {c.structure_weights}")
+        if c.precision not in ("auto", "float32"):
+            raise OrbitSegError(f"unknown precision {c.precision!r}; use auto or float32")
         if c.lr_schedule not in ("constant", "cosine"):
             raise OrbitSegError(f"unknown learning-rate schedule {c.lr_schedule!r}; use constant or cosine")
         return c
@@ -174,6 +178,7 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     eyes = prepare(studies, spec, config.cache_dir, seed=config.data_seed, workers=config.prepare_workers,
                    progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
     _report_annotations(eyes)
+    tensors = _tensor_eyes(eyes, device)
     groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
     to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
     scores: dict[int, float] = {}
@@ -181,14 +186,15 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     for n, fold in enumerate(to_run):
         validation = set(groups[fold])
         train_eyes = [e for e in eyes if e.case_id not in validation]
+        train_tensors = [t for e, t in zip(eyes, tensors) if e.case_id not in validation]
         val_eyes = [e for e in eyes if e.case_id in validation]
 
         def fold_progress(fraction: float, message: str, n=n):
             if progress:
                 progress(0.1 + 0.9 * (n + fraction) / len(to_run), message)
 
-        scores[fold], fold_metrics[fold] = _train_fold(config, fold, train_eyes, val_eyes, device, out, start,
-                                                       data_description, fold_progress, cancel)
+        scores[fold], fold_metrics[fold] = _train_fold(config, fold, train_eyes, train_tensors, val_eyes, device,
+                                                       out, start, data_description, fold_progress, cancel)
     best_fold = max(scores, key=lambda f: scores[f])
     final = out / f"{config.name}.pt"
     if config.ensemble:
@@ -201,13 +207,14 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     return TrainResult(final, best_fold, scores, fold_metrics[best_fold])
 
 
-def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val_eyes: list[EyeVolume],
-                device, out: Path, start: _Start | None, data_description: str, progress: ProgressFn,
-                cancel) -> tuple[float, dict]:
+def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], train_tensors: list[TensorEye],
+                val_eyes: list[EyeVolume], device, out: Path, start: _Start | None, data_description: str,
+                progress: ProgressFn, cancel) -> tuple[float, dict]:
     fold_dir = out / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + fold)
-    model = _new_model(config, start).to(device.device)
+    layout = torch.channels_last_3d if config.architecture == "sv-net" else torch.contiguous_format
+    model = _new_model(config, start).to(device.device, memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, best, best_metrics = 0, -math.inf, {}
     last = fold_dir / "last.pt"
@@ -222,7 +229,8 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         return best, best_metrics
     loss_fn = SegmentationLoss(config.loss, config.architecture, structures.NUM_CLASSES,
                                has_background=model.head != "sigmoid_nobg", class_weights=config.class_weights())
-    scaler = torch.amp.GradScaler("cuda", enabled=device.is_cuda)
+    precision = training_precision(device.device) if config.precision == "auto" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
     writer = _tensorboard(out / "tensorboard" / f"fold{fold}")
     size_yx = (config.input_size[1], config.input_size[0])
     sequence = config.architecture == "seq-unet"
@@ -236,7 +244,8 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
         for group in optimizer.param_groups:
             group["lr"] = lr
         rng = np.random.default_rng([config.seed, fold, epoch])
-        pipeline = augmentation(int(rng.integers(2 ** 31)), config.soft_targets) if config.augment else None
+        pipeline = (augmentation(int(rng.integers(2 ** 31)), config.soft_targets, (depth, *size_yx), device.device)
+                    if config.augment else None)
         order = rng.permutation(np.resize(np.arange(len(train_eyes)), steps * patches_per_step))
         model.train()
         losses = []
@@ -244,14 +253,15 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
             if cancel is not None and cancel():
                 raise CancelledError(f"training cancelled; last good checkpoint: {last if last.is_file() else 'none yet'}")
             chosen = order[step * patches_per_step:(step + 1) * patches_per_step]
-            patches = [augmented_patch(train_eyes[i], depth, size_yx, rng, pipeline) for i in chosen]
+            patches = [augmented_patch(train_tensors[i], depth, size_yx, rng, pipeline, device.device)
+                       for i in chosen]
             images, targets = (seq_unet_batch if sequence else sv_net_batch)(patches)
             known = _known(train_eyes[i] for i in chosen)
             if sequence:  # every patch gives depth - 2 slice triplets
                 known = known.repeat_interleave(depth - 2, dim=0)
-            images, targets = images.to(device.device), targets.to(device.device)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=device.is_cuda):
-                loss = loss_fn(model(images), targets, known)
+            with torch.autocast(device.device.type, dtype=precision, enabled=precision is not None):
+                logits = model(images.contiguous(memory_format=layout))
+            loss = loss_fn(logits.float(), targets, known)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -291,6 +301,23 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], val
     if writer is not None:
         writer.close()
     return best, best_metrics
+
+
+def training_precision(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype the network trains in on ``device`` (weights, optimizer and loss stay float32):
+    float16, with loss scaling, on a GPU; ``None`` (float32) on a CPU, where bfloat16 autocast, though
+    twice as fast on a CPU with AVX512-BF16, made a tiny SV-Net's weights NaN within one epoch."""
+    return torch.float16 if device.type == "cuda" else None
+
+
+def _tensor_eyes(eyes: list[EyeVolume], device) -> list[TensorEye]:
+    """The prepared eyes as tensors for cutting patches, made once per run: on the GPU when training there
+    and they take at most half its free memory (patches are then cut and augmented without the CPU),
+    otherwise views of the arrays in host memory (patches go to the GPU through pinned memory)."""
+    host = [TensorEye.of(e) for e in eyes]
+    if device.is_cuda and 2 * sum(t.nbytes for t in host) <= torch.cuda.mem_get_info(device.device)[0]:
+        return [TensorEye.of(e, device.device) for e in eyes]
+    return host
 
 
 class _Start(NamedTuple):
@@ -335,12 +362,12 @@ def _validate(model, config: TrainConfig, val_eyes: list[EyeVolume], loss_fn, de
     losses, dice = [], {s.key: [] for s in structures.STRUCTURES}
     for eye in val_eyes:
         start = max(0, (eye.image.shape[0] - depth) // 2)
-        image = fit_inplane(eye.image[start:start + depth].astype(np.float32), size_yx, 0.0)
-        classes = fit_inplane(eye.classes[start:start + depth], size_yx, 0)
+        image = fit_inplane(torch.from_numpy(eye.image[start:start + depth]).float(), size_yx, 0.0)
+        classes = fit_inplane(torch.from_numpy(eye.classes[start:start + depth]), size_yx, 0)
         if config.architecture == "seq-unet":
             images, targets = seq_unet_batch([(image, classes)])
         else:
-            images, targets = torch.from_numpy(image)[None, None], torch.from_numpy(classes)[None]
+            images, targets = image[None, None], classes[None]
         known = _known([eye]).expand(len(images), -1)
         losses.append(float(loss_fn(model(images.to(device.device)), targets.to(device.device), known)))
         predicted = scores_to_classes(predictor.predict(eye.image.astype(np.float32)))
