@@ -136,7 +136,7 @@ def test_batch_outputs_errors_agreement_report_and_resume(tmp_path, study_list, 
                                       sitk.GetArrayFromImage(read_image(folder / "labels.nii.gz")))
         assert (folder / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         marker = json.loads((folder / "batch.json").read_text(encoding="utf-8"))
-        assert marker["id"] == study_id and marker["model"] == "tiny-sv"
+        assert marker["id"] == study_id and marker["model"] == "tiny-sv" and marker["device"] == "cpu"
 
     # long table: 12 rows per good study in list order, the extra column carried, same values as per study
     volumes = read_rows(out / "volumes.csv")

@@ -167,7 +167,8 @@ def run_study(study: Study, out_dir: str | os.PathLike, fingerprint: str, model:
         write_outputs(result, folder, source=str(study.image))
         outcome.seconds = time.perf_counter() - start
         marker = {"id": study.id, "fingerprint": fingerprint, "study": study.fingerprint(),
-                  "model": result.model_name, "device": result.device_note, "seconds": round(outcome.seconds, 3),
+                  "model": result.model_name, "device": result.device, "device_note": result.device_note,
+                  "seconds": round(outcome.seconds, 3),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "orbitseg_version": __version__}
         with atomic_path(folder / MARKER_NAME) as tmp:
             tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
