@@ -132,7 +132,6 @@ def orbit_labelmap(changes: dict | None = None) -> sitk.Image:
             "lateral_rectus": ((-medial * 12.5, 18, 0), (2, 12, 5)),
             "optic_nerve": ((0, 22, 0), (2.2, 10, 2.2)),
         }
-        offset = structures.SIDE_OFFSET[side]
         for key, (centre, half) in shapes.items():
             if (side, key) in changes and changes[(side, key)] is None:
                 continue

@@ -17,7 +17,6 @@ refused input costs no model time and prints nothing before its one-line error.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
@@ -43,7 +42,6 @@ from .segio import read_reference, write_labelmap, write_seg_nrrd
 from .tables import AGREEMENT_COLUMNS, REFERENCE_COLUMNS, VOLUME_COLUMNS, agreement_rows, volume_rows, write_csv
 from .voi import VOI, crop, paste, suggest_voi, validate_voi
 
-log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
 """``progress(fraction 0..1, stage message)``."""

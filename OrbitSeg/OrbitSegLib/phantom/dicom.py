@@ -23,7 +23,7 @@ UID_ROOT = "1.2.826.0.1.3680043.10.1482."
 def tilted_slice_positions(image: sitk.Image, slice_mm: float, steps: Sequence[float] | None = None) -> np.ndarray:
     """Table positions (mm along LPS +z, from the image's lowest physical z) of the slices covering ``image``:
     every ``slice_mm``, or at the cumulative sums of ``steps``."""
-    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
+    size = np.array(image.GetSize())
     corners = [image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
                for corner in np.array(np.meshgrid(*[[0, n - 1] for n in size])).T.reshape(-1, 3)]
     z = np.array(corners)[:, 2]
