@@ -20,15 +20,17 @@ UID_ROOT = "1.2.826.0.1.3680043.10.1482."
 """OrbitSeg's UID prefix for the series it writes (a private test root)."""
 
 
-def tilted_slice_positions(image: sitk.Image, slice_mm: float, steps: Sequence[float] | None = None) -> np.ndarray:
-    """Table positions (mm along LPS +z, from the image's lowest physical z) of the slices covering ``image``:
-    every ``slice_mm``, or at the cumulative sums of ``steps``."""
+def tilted_slice_positions(image: sitk.Image, slice_mm: float, steps: Sequence[float] | None = None,
+                           reach_mm: float = 0.0) -> np.ndarray:
+    """Table positions (mm along LPS +z, from the image's lowest physical z) of the slices covering ``image``
+    and ``reach_mm`` above it (a tilted plane dips that far below its table position at its posterior
+    end): every ``slice_mm``, or at the cumulative sums of ``steps``."""
     size = np.array(image.GetSize())
     corners = [image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
                for corner in np.array(np.meshgrid(*[[0, n - 1] for n in size])).T.reshape(-1, 3)]
     z = np.array(corners)[:, 2]
     if steps is None:
-        return np.arange(z.min(), z.max() + 1e-6, slice_mm)
+        return np.arange(z.min(), z.max() + reach_mm + 1e-6, slice_mm)
     return z.min() + np.concatenate([[0.0], np.cumsum(steps)])
 
 
@@ -52,7 +54,8 @@ def write_tilted_series(image: sitk.Image, folder: str | os.PathLike, tilt_deg: 
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     series = f"{UID_ROOT}{abs(hash((tilt_deg, slice_mm, pixel))) % 10 ** 8}"
-    for k, z in enumerate(tilted_slice_positions(image, slice_mm, steps)):
+    reach = rows * pixel * np.sin(tilt)  # so the stack covers the whole image, as a scan of the whole head does
+    for k, z in enumerate(tilted_slice_positions(image, slice_mm, steps, reach)):
         position = np.array([origin[0], origin[1], z])
         plane = sitk.Resample(image, [columns, rows, 1], sitk.Transform(), sitk.sitkLinear, position.tolist(),
                               [pixel, pixel, 1.0], np.column_stack([row, col, normal]).ravel().tolist(), fill_hu,
