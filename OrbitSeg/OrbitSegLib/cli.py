@@ -378,6 +378,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def adapt_parser(commands) -> None:
+    """``orbitseg adapt``: fine-tune a model on a site's corrected studies with chosen defaults."""
+    adapt = commands.add_parser("adapt", help="adapt a model to your site from a few corrected studies",
+                                description="Fine-tune a model on 2-20 corrected studies of your site, with defaults "
+                                            "chosen for that (docs/training.md). With 4 studies or more, one eye is "
+                                            "held back and its agreement before and after is printed.")
+    adapt.add_argument("studies", help="a site folder (Save as training case) or a study list with id, image, "
+                                       "reference columns")
+    adapt.add_argument("--out", required=True, help="the adapted model's .pt file; its work folder <name>-adapt/ "
+                                                    "lies beside it (running again resumes there)")
+    adapt.add_argument("--init", default="sv-net", metavar="MODEL",
+                       help="the model to adapt: sv-net (default), seq-unet, a trained model's name or a .pt file")
+    adapt.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "cpu"])
+    adapt.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    adapt.add_argument("--workers", type=int, default=1, help="processes preparing the studies")
+    adapt.add_argument("--progress", default="text", choices=["text", "json", "none"])
+    adapt.set_defaults(func=cmd_adapt)
+
+
+def cmd_adapt(args) -> int:
+    from .inference import configure_threads
+    from .training.adapt import adapt
+
+    configure_threads(args.threads)
+    progress = _ProgressBar("adapting") if args.progress == "text" else _progress_printer(args.progress)
+    try:
+        result = adapt(args.studies, args.out, args.init, device=args.device, workers=args.workers, progress=progress)
+    except KeyboardInterrupt:
+        print("orbitseg: adapting stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        if isinstance(progress, _ProgressBar):
+            progress.close()
+    print(result.summary())
+    return 0
+
+
 def ensemble_parser(commands) -> None:
     """``orbitseg ensemble``: combine models."""
     ensemble = commands.add_parser("ensemble", help="combine models into one that averages their outputs",
@@ -456,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"orbitseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add_command in (segment_parser, batch_parser, phantom_parser, train_parser, ensemble_parser,
+    for add_command in (segment_parser, batch_parser, phantom_parser, train_parser, adapt_parser, ensemble_parser,
                         evaluate_parser, models_parser, device_parser):
         add_command(commands)
     return parser

@@ -305,6 +305,44 @@ class TrainingJob:
         return self.out_dir / f"{self.name}.pt"
 
 
+def adapt_work_dir(model_path: str | os.PathLike) -> Path:
+    """Where ``orbitseg adapt --out MODEL.pt`` keeps its work beside the model: ``MODEL-adapt/`` with the
+    checkpoints, :data:`TRAINING_LOG_NAME` and the prepared cases; rerunning the same command resumes there."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}-adapt")
+
+
+@dataclass(frozen=True)
+class AdaptJob:
+    """One ``orbitseg adapt`` run: fine-tune ``init`` (a model name or ``.pt`` path) on the corrected cases
+    of ``site`` (a site folder, :mod:`site_cases`, or a study list) into ``model_path``, with the
+    command's defaults for everything else. Its work folder is :func:`adapt_work_dir`."""
+
+    site: Path
+    model_path: Path
+    init: str = "sv-net"
+    device: str = "auto"
+
+    def __post_init__(self):
+        from .model_store import check_model_name
+
+        if Path(self.model_path).suffix != ".pt":
+            raise OrbitSegError(f"the adapted model must be a .pt file, got {self.model_path}")
+        check_model_name(Path(self.model_path).stem)
+
+    def arguments(self) -> list[str]:
+        return ["adapt", str(self.site), "--out", str(self.model_path), "--init", self.init,
+                "--device", self.device, "--progress", "json"]
+
+    @property
+    def work_dir(self) -> Path:
+        return adapt_work_dir(self.model_path)
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / TRAINING_LOG_NAME
+
+
 def read_training_log(path: str | os.PathLike) -> list[dict]:
     """Complete rows of a training log as numbers, each with ``step`` (its 0-based position).
 

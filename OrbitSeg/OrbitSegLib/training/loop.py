@@ -36,6 +36,7 @@ from ..metrics import overlap
 from ..model_store import resolve_model
 from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint, save_ensemble
 from ..postprocess import scores_to_classes
+from ..protocol import TRAINING_LOG_NAME
 from .augment import TensorEye, augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
 from .losses import SegmentationLoss, known_channels
@@ -66,7 +67,11 @@ class TrainConfig:
     weight those structures' terms of the loss, e.g. ``{"superior_rectus": 2}`` for a structure the
     model finds hard. ``prepare_workers`` processes prepare the studies not yet cached (the data are
     the same with any number). ``precision``: ``auto`` runs the network in mixed precision where it
-    fits (:func:`training_precision`: on a GPU), ``float32`` always in float32.
+    fits (:func:`training_precision`: on a GPU), ``float32`` always in float32. ``holdout_eye`` (study id,
+    side) validates on that one eye instead of folds (``folds`` 1): every other eye trains, its fellow
+    eye included; a fine-tuning run then also measures the starting model on it (epoch 0 of the log,
+    ``start_val_dice`` in the metrics). ``patience`` stops a fold after that many epochs without a
+    better validation score.
     """
 
     out_dir: str
@@ -100,6 +105,8 @@ class TrainConfig:
     structure_weights: dict[str, float] = field(default_factory=dict)
     prepare_workers: int = 1
     precision: str = "auto"
+    holdout_eye: tuple[str, str] | None = None
+    patience: int | None = None
 
     def class_weights(self) -> list[float]:
         """Loss weights per model class, background (1) first, then the structures in label order."""
@@ -133,6 +140,13 @@ class TrainConfig:
             raise OrbitSegError(f"structure weights must be positive, got {c.structure_weights}")
         if c.precision not in ("auto", "float32"):
             raise OrbitSegError(f"unknown precision {c.precision!r}; use auto or float32")
+        if c.holdout_eye is not None:
+            c.holdout_eye = (str(c.holdout_eye[0]), str(c.holdout_eye[1]))
+            if c.folds != 1 or c.holdout_eye[1] not in structures.SIDES:
+                raise OrbitSegError(f"a held-back eye (study, side in {structures.SIDES}) replaces the folds: "
+                                    f"folds must be 1, got {c.folds} and {c.holdout_eye}")
+        if c.patience is not None and c.patience < 1:
+            raise OrbitSegError(f"patience must be at least 1 epoch, got {c.patience}")
         if c.lr_schedule not in ("constant", "cosine"):
             raise OrbitSegError(f"unknown learning-rate schedule {c.lr_schedule!r}; use constant or cosine")
         return c
@@ -179,15 +193,17 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
                    progress=(lambda d, t: progress(0.1 * d / t, f"Prepared {d}/{t} studies")) if progress else None)
     _report_annotations(eyes)
     tensors = _tensor_eyes(eyes, device)
-    groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
+    groups = _validation_eyes(config, eyes)
     to_run = [config.fold] if config.fold is not None else list(range(len(groups)))
     scores: dict[int, float] = {}
     fold_metrics: dict[int, dict] = {}
     for n, fold in enumerate(to_run):
-        validation = set(groups[fold])
-        train_eyes = [e for e in eyes if e.case_id not in validation]
-        train_tensors = [t for e, t in zip(eyes, tensors) if e.case_id not in validation]
-        val_eyes = [e for e in eyes if e.case_id in validation]
+        validation = groups[fold]
+        train_eyes = [e for e in eyes if (e.case_id, e.side) not in validation]
+        train_tensors = [t for e, t in zip(eyes, tensors) if (e.case_id, e.side) not in validation]
+        val_eyes = [e for e in eyes if (e.case_id, e.side) in validation]
+        if not train_eyes:
+            raise OrbitSegError("no eye is left to train on: give more studies, or hold none back")
 
         def fold_progress(fraction: float, message: str, n=n):
             if progress:
@@ -205,6 +221,18 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
     if progress:
         progress(1.0, f"Saved {final}")
     return TrainResult(final, best_fold, scores, fold_metrics[best_fold])
+
+
+def _validation_eyes(config: TrainConfig, eyes: list[EyeVolume]) -> list[set[tuple[str, str]]]:
+    """Each fold's validation eyes as ``(study id, side)``: the held-back eye, or the eyes of the fold's
+    studies (:func:`fold_split`)."""
+    keys = {(e.case_id, e.side) for e in eyes}
+    if config.holdout_eye is not None:
+        if config.holdout_eye not in keys:
+            raise OrbitSegError(f"the held-back eye {config.holdout_eye} is not among the prepared eyes")
+        return [{config.holdout_eye}]
+    groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
+    return [{k for k in keys if k[0] in set(group)} for group in groups]
 
 
 def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], train_tensors: list[TensorEye],
@@ -225,16 +253,24 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
         optimizer.load_state_dict(extra["optimizer"])
         start_epoch, best, best_metrics = int(extra["epoch"]), float(extra["best"]), extra.get("best_metrics", {})
         log.info("fold %d: resuming after epoch %d (best validation Dice %.4f)", fold, start_epoch, best)
-    if start_epoch >= config.epochs:
-        return best, best_metrics
     loss_fn = SegmentationLoss(config.loss, config.architecture, structures.NUM_CLASSES,
                                has_background=model.head != "sigmoid_nobg", class_weights=config.class_weights())
-    precision = training_precision(device.device) if config.precision == "auto" else None
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-    writer = _tensorboard(out / "tensorboard" / f"fold{fold}")
     size_yx = (config.input_size[1], config.input_size[0])
     sequence = config.architecture == "seq-unet"
     depth = SEQ_PATCH_DEPTH if sequence else config.input_size[2]
+    if start is not None and start_epoch == 0 and val_eyes:
+        started = time.perf_counter()
+        val_loss, val_dice, per_structure = _validate(model, config, val_eyes, loss_fn, device, depth, size_yx)
+        best_metrics = {"start_val_dice": val_dice, "start_val_dice_per_structure": per_structure}
+        _append_log(out / TRAINING_LOG_NAME, {"fold": fold, "epoch": 0, "train_loss": math.nan, "val_loss": val_loss,
+                                              "val_dice": val_dice, "lr": 0.0,
+                                              "seconds": time.perf_counter() - started})
+        log.info("fold %d: the starting model's validation Dice %.4f", fold, val_dice)
+    if start_epoch >= config.epochs or _out_of_patience(config, start_epoch, best_metrics):
+        return best, best_metrics
+    precision = training_precision(device.device) if config.precision == "auto" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+    writer = _tensorboard(out / "tensorboard" / f"fold{fold}")
     patches_per_step = max(1, config.batch_size // (depth - 2)) if sequence else config.batch_size
     samples = config.samples_per_epoch or len(train_eyes)
     steps = max(1, math.ceil(samples / patches_per_step))
@@ -276,7 +312,8 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
         if improved:
             quality = ({"val_dice": val_dice, "val_dice_per_structure": per_structure} if val_eyes
                        else {"train_loss": train_loss})
-            best, best_metrics = score, {**quality, "fold": fold, "epoch": epoch + 1}
+            start_metrics = {k: v for k, v in best_metrics.items() if k.startswith("start_")}
+            best, best_metrics = score, {**start_metrics, **quality, "fold": fold, "epoch": epoch + 1}
         card = make_card(model, window=config.window, spacing=config.spacing, input_size=config.input_size,
                          fixed_inplane_size=config.fixed_inplane_size,
                          training_data=_describe(data_description, train_eyes, val_eyes, config, fold,
@@ -290,7 +327,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
             save_checkpoint(fold_dir / "best.pt", model, card, half=config.half)
         row = {"fold": fold, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "val_dice": val_dice, "lr": lr, "seconds": time.perf_counter() - started}
-        _append_log(out / "training_log.csv", row)
+        _append_log(out / TRAINING_LOG_NAME, row)
         if writer is not None:
             for key in ("train_loss", "val_loss", "val_dice"):
                 if not math.isnan(row[key]):
@@ -298,9 +335,17 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
             writer.flush()
         log.info("fold %d epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f (%.0f s)", fold, epoch + 1,
                  train_loss, val_loss, val_dice, row["seconds"])
+        if _out_of_patience(config, epoch + 1, best_metrics):
+            log.info("fold %d: no better validation Dice for %d epochs; stopping early", fold, config.patience)
+            break
     if writer is not None:
         writer.close()
     return best, best_metrics
+
+
+def _out_of_patience(config: TrainConfig, epochs_done: int, best_metrics: dict) -> bool:
+    """True when ``config.patience`` epochs have passed since the best one (``best_metrics["epoch"]``)."""
+    return config.patience is not None and epochs_done - int(best_metrics.get("epoch", 0)) >= config.patience
 
 
 def training_precision(device: torch.device) -> torch.dtype | None:
