@@ -11,7 +11,7 @@ from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, write_image
 from OrbitSegLib.phantom import write_dataset
-from OrbitSegLib.protocol import TRAINING_LOG_NAME, adapt_work_dir
+from OrbitSegLib.protocol import ERROR_PREFIX, TRAINING_LOG_NAME, adapt_work_dir
 from OrbitSegLib.training import TrainConfig, studies_from_list, train
 from OrbitSegLib.training import adapt as adapt_module
 from OrbitSegLib.training import loop as training_loop
@@ -101,7 +101,7 @@ def test_adapt_refuses_what_it_cannot_use(site_list, start_model, tmp_path, caps
     for argv, reason in cases:
         assert main(argv + ["--progress", "none"]) == 1
         error = capsys.readouterr().err.strip().splitlines()
-        assert len(error) == 1 and error[0].startswith("orbitseg: error:") and reason in error[0]
+        assert len(error) == 1 and error[0].startswith(ERROR_PREFIX) and reason in error[0]
     assert not (tmp_path / "m-adapt").exists()
 
 
