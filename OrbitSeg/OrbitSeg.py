@@ -3,7 +3,7 @@
 The panel (``Resources/UI/OrbitSeg.ui``) is bound to a ``@parameterNodeWrapper`` parameter node.
 Segmentation runs in a background process (Slicer's Python running ``OrbitSegLib.cli``), so the
 application stays responsive, shows progress and can cancel. What both panels share (the process,
-the panel base class, dependencies, the volume-of-interest controls, self-tests) is in
+the panel base class, dependencies, the volume-of-interest and training-case sections, self-tests) is in
 ``OrbitSegQtLib``; everything that touches the scene is in ``OrbitSegMRMLLib`` (no Qt, tested
 headless); everything that computes is in ``OrbitSegLib``.
 """
@@ -24,6 +24,7 @@ from OrbitSegQtLib import environment, selftests
 from OrbitSegQtLib.modelsection import ModelSection
 from OrbitSegQtLib.panel import Device, PanelWidget
 from OrbitSegQtLib.sampledata import registerSampleData
+from OrbitSegQtLib.trainingcasesection import TrainingCaseSection
 from OrbitSegQtLib.voisection import VolumeOfInterestSection
 
 
@@ -82,7 +83,7 @@ class OrbitSegParameterNode:
     agreementTable: vtkMRMLTableNode
 
 
-class OrbitSegWidget(VolumeOfInterestSection, ModelSection, PanelWidget):
+class OrbitSegWidget(VolumeOfInterestSection, ModelSection, TrainingCaseSection, PanelWidget):
     """The OrbitSeg panel."""
 
     uiName = "OrbitSeg.ui"
@@ -100,6 +101,7 @@ class OrbitSegWidget(VolumeOfInterestSection, ModelSection, PanelWidget):
         PanelWidget.setup(self)
         self.setupVolumeOfInterest()
         self.setupModelList()
+        self.setupTrainingCases()
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.initializeParameterNode()
         self.refreshModels()
@@ -141,6 +143,7 @@ class OrbitSegWidget(VolumeOfInterestSection, ModelSection, PanelWidget):
         else:
             self.ui.sliceRangeLabel.text = ""
         self.ui.resultsTableView.setMRMLTableNode(p.volumeTable)
+        self.updateTrainingCases(running)
         self.updateDeviceNote()
         self.syncBoxesToSlices()
 

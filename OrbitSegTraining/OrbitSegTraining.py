@@ -1,9 +1,10 @@
-"""OrbitSeg Training: train SV-Net or SEQ-UNET on your own studies (or the phantom) from Slicer.
+"""OrbitSeg Training: adapt a model to your site's corrected cases, or train SV-Net or SEQ-UNET on your own
+studies (or the phantom), from Slicer.
 
-Training runs ``orbitseg train`` in a background process (``OrbitSegQtLib``, shared with the OrbitSeg
-module): progress and a live loss plot while it runs, cancel at any time (every checkpoint is written
-atomically, so the last good one is kept), and the finished model is copied into the user models
-folder, where the OrbitSeg module's model list finds it. The command line and the log format are in
+Adapt runs ``orbitseg adapt`` and Train ``orbitseg train``, each in a background process (``OrbitSegQtLib``,
+shared with the OrbitSeg module): progress and a live loss plot while it runs, cancel at any time (every
+checkpoint is written atomically, so the last good one is kept), and the finished model is copied into the
+user models folder, where the OrbitSeg module's model list finds it. The command line and the log format are in
 ``OrbitSegLib.protocol``.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from slicer.parameterNodeWrapper import Decimals, WithinRange, parameterNodeWrap
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest
 
 from OrbitSegQtLib import selftests
+from OrbitSegQtLib.adaptsection import AdaptSection
 from OrbitSegQtLib.panel import Device, PanelWidget
 from OrbitSegQtLib.trainingrun import TrainingRunSection
 
@@ -33,7 +35,9 @@ class OrbitSegTraining(ScriptedLoadableModule):
         self.parent.dependencies = ["OrbitSeg"]
         self.parent.contributors = ["OrbitSeg contributors"]
         self.parent.helpText = """
-Train SV-Net or SEQ-UNET for OrbitSeg on a study list (CT + reference segmentation), a folder of case
+Adapt a model to your site: Adapt fine-tunes it on the corrected cases saved with OrbitSeg's 'Save as
+training case' (4 or more: one eye is held back and its agreement before and after is shown).
+Or train SV-Net or SEQ-UNET for OrbitSeg on a study list (CT + reference segmentation), a folder of case
 folders, or synthetic phantom cases. Training runs in the background with a live loss plot; Cancel keeps
 the last good checkpoint, and training again into the same output folder resumes. The finished model
 appears in the OrbitSeg module's model list. A reference may leave structures out: each eye trains on
@@ -61,7 +65,8 @@ class Architecture(enum.Enum):
 
 @parameterNodeWrapper
 class OrbitSegTrainingParameterNode:
-    """The training panel's state. Paths equal to ``Path(".")`` mean "not chosen"."""
+    """The training panel's state. Paths equal to ``Path(".")`` mean "not chosen". ``adaptModelName`` and
+    ``adaptDevice`` are the Adapt section's (its site folder is a path history shared with OrbitSeg)."""
 
     dataSource: DataSource = DataSource.PHANTOM
     studyList: Path
@@ -81,13 +86,15 @@ class OrbitSegTrainingParameterNode:
     softTargets: bool = False
     logTable: vtkMRMLTableNode
     lossChart: vtkMRMLPlotChartNode
+    adaptModelName: str = "sv-net-site"
+    adaptDevice: Device = Device.AUTO
 
 
 def chosen(path: Path) -> bool:
     return str(path) not in ("", ".")
 
 
-class OrbitSegTrainingWidget(TrainingRunSection, PanelWidget):
+class OrbitSegTrainingWidget(AdaptSection, TrainingRunSection, PanelWidget):
     uiName = "OrbitSegTraining.ui"
     logPrefix = "OrbitSeg training"
 
@@ -98,7 +105,12 @@ class OrbitSegTrainingWidget(TrainingRunSection, PanelWidget):
         PanelWidget.setup(self)
         self.ui.paperDefaultsButton.connect("clicked(bool)", self.onPaperDefaults)
         self.setupTrainingRun()
+        self.setupAdapt()
         self.initializeParameterNode()
+
+    def enter(self) -> None:
+        PanelWidget.enter(self)
+        self.refreshAdaptChoices()
 
     def cleanup(self) -> None:
         if self._timer is not None:
@@ -110,16 +122,18 @@ class OrbitSegTrainingWidget(TrainingRunSection, PanelWidget):
         if p is None:
             return
         running = self.isRunning()
+        training = running and not self.isAdapting()
         source = p.dataSource
         self.ui.studyListPathLineEdit.enabled = source == DataSource.STUDIES
         self.ui.dataFolderPathLineEdit.enabled = source == DataSource.FOLDER
         self.ui.phantomCasesSpinBox.enabled = source == DataSource.PHANTOM
         self.ui.dataCollapsibleButton.enabled = not running
         self.ui.trainingCollapsibleButton.enabled = not running
-        self.ui.applyButton.enabled = True
-        self.ui.applyButton.text = "Cancel" if running else "Train"
+        self.ui.applyButton.enabled = training or not running
+        self.ui.applyButton.text = "Cancel" if training else "Train"
         self.ui.registerButton.enabled = not running and self._candidate is not None
         self.ui.logTableView.setMRMLTableNode(p.logTable)
+        self.updateAdaptSection(running)
 
     def onPaperDefaults(self) -> None:
         p = self._parameterNode

@@ -56,6 +56,22 @@ def test_training_jobs_round_trip_through_the_cli_parser(tmp_path):
         assert training_job_from_args(args) == job
 
 
+def test_adapt_jobs_round_trip_through_the_cli_parser(tmp_path):
+    parser = build_parser()
+    for job in (protocol.AdaptJob(tmp_path / "site", tmp_path / "site" / "models" / "our-site.pt"),
+                protocol.AdaptJob(tmp_path / "s i t e", tmp_path / "m.pt", str(tmp_path / "start.pt"), "cpu")):
+        args = parser.parse_args(job.arguments())
+        assert args.func.__name__ == "cmd_adapt" and (args.progress, args.workers, args.threads) == ("json", 1, None)
+        assert protocol.AdaptJob(Path(args.studies), Path(args.out), args.init, args.device) == job
+    assert job.work_dir == tmp_path / "m-adapt" and job.log_path == tmp_path / "m-adapt" / protocol.TRAINING_LOG_NAME
+    training = protocol.TrainingJob(tmp_path / "run", "m", "sv-net", "phantom", "4", 1, 1, 1, 1e-4)
+    assert training.work_dir == training.out_dir  # the Training panel runs both kinds of job alike
+    with pytest.raises(OrbitSegError, match="must be a .pt file"):
+        protocol.AdaptJob(tmp_path, tmp_path / "m.pth")
+    with pytest.raises(OrbitSegError, match="taken by a bundled model"):
+        protocol.AdaptJob(tmp_path, tmp_path / "sv-net.pt")
+
+
 def test_progress_and_error_lines_round_trip():
     line = protocol.progress_line(0.123456, "Segmenting the right eye (OD)", done=1, total=3)
     assert "\n" not in line and protocol.parse_progress(line) == protocol.Progress(0.1235, "Segmenting the right eye (OD)")

@@ -2,8 +2,9 @@
 
 Real MRML scenes with the module logics Slicer would create (segmentations, tables, volumes, colors,
 markups, plots), real volume nodes with flipped and oblique geometry, real segmentation, table, ROI
-and plot nodes, files written by Slicer's storage nodes and read back by slicerio and the core, and
-the real background command line the panel runs. Tests that need MRML skip only when ``slicer``
+and plot nodes, files written by Slicer's storage nodes and read back by slicerio and the core, the
+real background command line the panel runs, and a corrected result saved as a training case and
+adapted on into a model the panel can choose. Tests that need MRML skip only when ``slicer``
 cannot be imported; the parts without Slicer (command lines, progress lines, dependencies, study
 lists, model registration) always run.
 """
@@ -24,9 +25,10 @@ import slicerio
 import torch
 
 from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model, head_phantom, make_image
-from OrbitSegLib import imageio, model_cards, models, protocol, requirements, structures
+from OrbitSegLib import imageio, model_cards, models, protocol, requirements, site_cases, structures
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.model_store import available_models, register_model
+from OrbitSegLib.references import annotated_structures
 from OrbitSegLib.segio import read_reference
 from OrbitSegLib.voi import suggest_voi
 
@@ -42,7 +44,7 @@ if slicer is not None:
     import vtk
     from vtk.util import numpy_support
 
-    from OrbitSegMRMLLib import geometry, roi, segments, tablenodes, trainingchart
+    from OrbitSegMRMLLib import geometry, roi, segments, tablenodes, trainingcase, trainingchart
     from OrbitSegMRMLLib.logic import SegmentationLogic
 
 needs_slicer = pytest.mark.skipif(slicer is None, reason="slicer-core (headless MRML) is not installed")
@@ -464,6 +466,9 @@ def test_background_job_runs_the_cli_and_loads_its_results(mrml, tmp_path):
     table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
     shown = mrml.logic.load_job_results(job, ct, segmentation, table, closed_surface=False)
     assert shown.model_name == "constant" and shown.device_note.startswith("CPU")
+    proposed = trainingcase.remembered_result(segmentation)  # what Save as training case compares with
+    assert (proposed["model"], proposed["model_path"]) == ("constant", str(model))
+    assert proposed["model_description"] == "constant test model" and proposed["model_created"]
     assert shown.voi.start_slice == voi.start_slice + 1 and shown.voi.boxes.keys() == voi.boxes.keys()
     assert not protocol.cpu_fallback("cpu", shown.device)
     globes = [r for r in tablenodes.table_node_rows(table) if r["structure"] == "globe"]
@@ -594,3 +599,147 @@ def test_training_job_on_phantom_cases_feeds_the_chart_and_registers_the_model(m
     registered = register_model(job.model_path, job.name)
     choice = next(c for c in model_cards.model_choices() if c.name == "tiny-sv-net")
     assert choice.path == registered and choice.card["architecture"] == "sv-net" and not choice.problem
+
+
+# --- training cases: a corrected result saved, adapted on, and chosen ---------------------------------
+
+def segmented_ct(mrml, orientation: str, name: str):
+    """A blob phantom CT node segmented in this process by the bright-voxel model (both globes, no muscles)."""
+    image = blob_phantom(ROTATIONS[orientation])
+    ct = volume_node(mrml.scene, image, name)
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} OrbitSeg")
+    mrml.logic.segment(ct, bright_model(), segmentation, mrml.scene.AddNewNodeByClass("vtkMRMLTableNode"),
+                       device="cpu", closed_surface=False)
+    return image, ct, segmentation
+
+
+def edit_segment(segmentation_node, side: str, key: str, volume_node, mask_kji: np.ndarray) -> None:
+    """Give a segment the voxels of ``mask_kji`` (on the CT's grid) as a Segment Editor effect does."""
+    carrier = slicer.vtkMRMLLabelMapVolumeNode()
+    slicer.util.updateVolumeFromArray(carrier, mask_kji.astype(np.uint8))
+    image = slicer.vtkOrientedImageData()
+    image.ShallowCopy(carrier.GetImageData())
+    image.SetGeometryFromImageToWorldMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras(volume_node)))
+    assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, segments.segment_id(side, key), slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+
+def muscle_mask(image: sitk.Image, side: str = "right") -> np.ndarray:
+    """A small block (bool ``[k, j, i]``) above a globe, where the bright-voxel model finds nothing."""
+    centre = np.array(BLOBS[side]) + (0.0, 0.0, 9.0)
+    i, j, k = image.TransformPhysicalPointToIndex(centre.tolist())
+    mask = np.zeros(sitk.GetArrayViewFromImage(image).shape, bool)
+    mask[k - 1:k + 2, j - 2:j + 3, i - 3:i + 4] = True
+    return mask
+
+
+@needs_slicer
+def test_a_corrected_result_is_saved_as_a_training_case_with_the_corrected_segments_only(mrml, tmp_path):
+    image, ct, segmentation = segmented_ct(mrml, "oblique", "Head CT 3: axial")
+    proposed = trainingcase.remembered_result(segmentation)
+    assert proposed["model"] == "bright"
+    assert set(proposed["fingerprints"]) == {segments.segment_id(s, k) for _, s, k in structures.label_table()}
+    site = tmp_path / "site"
+    seg = segmentation.GetSegmentation()
+    # nothing corrected: refused and nothing written, also after Segment Editor has split or merged the layers
+    for reorganise in (lambda: None, lambda: seg.SeparateSegmentLabelmap(segments.segment_id("right", "globe")),
+                       lambda: seg.CollapseBinaryLabelmaps(False)):
+        reorganise()
+        with pytest.raises(OrbitSegError, match="no segment of Head CT 3: axial OrbitSeg differs from what bright"):
+            trainingcase.save_training_case(ct, segmentation, site)
+        assert not site.exists()
+    before, _ = segments.segmentation_node_to_labelmap(segmentation, ct)
+
+    # the radiologist outlines the right superior rectus, which the model missed
+    sr_value = structures.label_value("right", "superior_rectus")
+    sr = muscle_mask(image)
+    edit_segment(segmentation, "right", "superior_rectus", ct, sr)
+    saved = trainingcase.save_training_case(ct, segmentation, site)
+    assert saved.segments == saved.corrected == ["Right superior rectus"]
+    assert saved.case.startswith("Head_CT_3_axial-") and saved.folder == site / saved.case and saved.site_cases == 1
+    assert "corrected: Right superior rectus" in saved.message()
+    written = imageio.read_image(saved.folder / site_cases.CT_NAME)  # the CT on its exact grid (LPS)
+    np.testing.assert_allclose(imageio.ijk_to_lps(written), imageio.ijk_to_lps(image), atol=1e-9)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image))
+    reference = read_reference(saved.folder / site_cases.REFERENCE_NAME)
+    assert imageio.same_grid(reference, image) and sr.sum() > 0
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(reference), sr * sr_value)
+    assert annotated_structures(reference) == {("right", "superior_rectus")}  # the others are unlabelled
+    assert [s["name"] for s in slicerio.read_segmentation(str(saved.folder / site_cases.REFERENCE_NAME))["segments"]] \
+        == ["Right superior rectus"]
+    case = json.loads((saved.folder / site_cases.CASE_NAME).read_text(encoding="utf-8"))
+    assert (case["ct"], case["model"], case["model_path"]) == ("Head CT 3: axial", "bright", "bright")
+    assert case["corrected"] == case["segments"] == ["Right superior rectus"] and case["include_unchanged"] is False
+    assert case["segmented"] == proposed["segmented"] and case["saved"] >= case["segmented"]
+    assert site_cases.read_cases(site) == [case]
+    assert (site / site_cases.STUDIES_NAME).read_text(encoding="utf-8").splitlines() == \
+        ["id,image,reference", f"{saved.case},{saved.case}/ct.nrrd,{saved.case}/reference.seg.nrrd"]
+
+    # with the unchanged segments: all twelve, the same case replaced
+    every = trainingcase.save_training_case(ct, segmentation, site, include_unchanged=True)
+    assert (every.case, every.site_cases, every.corrected) == (saved.case, 1, ["Right superior rectus"])
+    assert every.segments == [structures.segment_name(s, k) for _, s, k in structures.label_table()]
+    reference = read_reference(every.folder / site_cases.REFERENCE_NAME, written)
+    assert annotated_structures(reference) == {(s, k) for _, s, k in structures.label_table()}
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(reference),
+                                  np.where(sr, sr_value, sitk.GetArrayViewFromImage(before)))
+    assert json.loads((every.folder / site_cases.CASE_NAME).read_text(encoding="utf-8"))["include_unchanged"] is True
+
+    # an undone correction is none; another CT, or a segmentation OrbitSeg did not make, is refused
+    edit_segment(segmentation, "right", "superior_rectus", ct, np.zeros_like(sr))
+    with pytest.raises(OrbitSegError, match="differs from what bright proposed"):
+        trainingcase.save_training_case(ct, segmentation, site)
+    other = volume_node(mrml.scene, image, "Other CT")
+    with pytest.raises(OrbitSegError, match="was made on the CT Head CT 3: axial, not on Other CT"):
+        trainingcase.save_training_case(other, segmentation, site, include_unchanged=True)
+    manual = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "manual")
+    with pytest.raises(OrbitSegError, match="manual holds no OrbitSeg result"):
+        trainingcase.save_training_case(ct, manual, site, include_unchanged=True)
+    assert len(site_cases.read_cases(site)) == 1
+    assert mrml.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+
+
+@needs_slicer
+def test_training_cases_adapt_into_a_model_the_panel_can_choose(mrml, tmp_path, monkeypatch, capsys):
+    """Save as training case twice, then the Training panel's Adapt job (in this process, with a short
+    schedule), and the model it registers in OrbitSeg's model list."""
+    from OrbitSegLib.cli import main
+    from OrbitSegLib.training import adapt as adapt_module
+
+    monkeypatch.setenv("ORBITSEG_USER_MODELS", str(tmp_path / "user"))
+    monkeypatch.setattr(adapt_module, "SAMPLES_PER_EPOCH", 4)
+    monkeypatch.setattr(adapt_module, "EPOCHS", 2)
+    site = tmp_path / "site"
+    for n, orientation in enumerate(("ras", "lps")):
+        image, ct, segmentation = segmented_ct(mrml, orientation, f"Study {n}")
+        globe = segments.segment_mask(segmentation, segments.segment_id("right", "globe"), ct)
+        globe[np.nonzero(globe.any(axis=(1, 2)))[0].max()] = False  # the top slice of the right globe was too much
+        edit_segment(segmentation, "right", "globe", ct, globe)
+        trainingcase.save_training_case(ct, segmentation, site, include_unchanged=n == 1)
+    assert [c["corrected"] for c in site_cases.read_cases(site)] == [["Right globe"], ["Right globe"]]
+
+    job = protocol.AdaptJob(site, site_cases.model_path(site, "our-site"), str(constant_checkpoint(tmp_path / "start.pt")),
+                            "cpu")
+    assert main(job.arguments()) == 0
+    printed = capsys.readouterr()
+    progress = [p for p in map(protocol.parse_progress, printed.err.splitlines()) if p is not None]
+    assert progress and progress[-1].fraction == 1.0
+    assert f"Model saved: {job.model_path} (adapted on 2 studies)" in printed.out  # the panel shows what is printed
+    assert len(protocol.read_training_log(job.log_path)) == 2  # the panel's live chart follows this log
+    registered = register_model(job.model_path, "our-site")
+    assert available_models()["our-site"] == registered
+    choice = next(c for c in model_cards.model_choices() if c.name == "our-site")
+    assert choice.origin == "user" and not choice.problem
+    assert "adapted to site (2 corrected studies)" in choice.card["description"]
+
+
+@needs_slicer
+def test_a_case_with_only_its_muscles_corrected_trains_those_muscles(mrml, tmp_path):
+    from OrbitSegLib.training.data import GridSpec, prepare, studies_from_list
+
+    image, ct, segmentation = segmented_ct(mrml, "ras", "Muscles only")
+    edit_segment(segmentation, "right", "superior_rectus", ct, muscle_mask(image))
+    trainingcase.save_training_case(ct, segmentation, tmp_path)
+    eyes = prepare(studies_from_list(site_cases.study_list(tmp_path)), GridSpec((1.0, 1.0, 1.5), (48.0, 400.0), 16))
+    assert [(e.side, e.annotated.tolist()) for e in eyes] == \
+        [("right", [s.key == "superior_rectus" for s in structures.STRUCTURES])]

@@ -161,6 +161,27 @@ def test_mrml_widgets_receive_the_scene(module):
     assert {c for c in used if c.startswith(("qMRML", "ctk"))} <= declared
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_every_button_does_something(module):
+    """A button in the .ui that no code connects would do nothing when pressed."""
+    code = "\n".join(panel_sources(module).values())
+    buttons = [name for name, w in ui_widgets(module).items() if w.get("class") in ("QPushButton", "QToolButton")]
+    assert buttons
+    idle = [name for name in buttons if not re.search(rf"self\.ui\.{name}\.connect\(\"clicked\(bool\)\"", code)]
+    assert idle == [], f"{module}.ui: buttons nothing is connected to: {idle}"
+
+
+def test_both_panels_share_one_remembered_site_folder():
+    """Save as training case (OrbitSeg) and Adapt (OrbitSeg Training) offer the same site folders: one
+    directory path history in the settings."""
+    edits = [ui_widgets(module)["siteFolderPathLineEdit"] for module in MODULES]
+    keys = {e.find("property[@name='settingKey']/string").text for e in edits}
+    assert len(keys) == 1 and None not in keys and all(e.get("class") == "ctkPathLineEdit" for e in edits)
+    assert all("ctkPathLineEdit::Dirs" in e.find("property[@name='filters']/set").text for e in edits)
+    for module in MODULES:  # a remembered folder is added to the history when it is used
+        assert "self.ui.siteFolderPathLineEdit.addCurrentPathToHistory()" in "\n".join(panel_sources(module).values())
+
+
 def test_module_and_library_files_compile(tmp_path):
     files = [REPO / m / f"{m}.py" for m in MODULES] + sorted((REPO / "OrbitSeg" / "OrbitSegMRMLLib").glob("*.py")) \
         + sorted((REPO / "OrbitSeg" / "OrbitSegQtLib").glob("*.py"))

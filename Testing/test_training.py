@@ -300,23 +300,38 @@ def test_unannotated_structures_are_left_out_of_the_loss(architecture, kind):
     torch.testing.assert_close(loss_fn(logits, classes, known_channels(annotated)), expected(known_channels(annotated)))
 
 
-@pytest.fixture(scope="module")
-def nerveless_list(tmp_path_factory):
-    """A study list of two small phantom cases whose reference labelmaps lack both optic nerves."""
-    folder = tmp_path_factory.mktemp("nerveless")
+def _list_without(folder, left_out: str) -> Path:
+    """A study list of two small phantom cases in ``folder`` whose reference labelmaps lack the
+    ``left_out`` structure of both eyes."""
     write_dataset(folder, 2, seed=7, small=True)
     rows = ["id,image,reference"]
     for case in sorted(p for p in folder.iterdir() if p.is_dir()):
         labels = sitk.ReadImage(str(case / "labels.nii.gz"))
         array = sitk.GetArrayFromImage(labels)
         for side in structures.SIDES:
-            array[array == structures.label_value(side, "optic_nerve")] = 0
-        muscles = sitk.GetImageFromArray(array)
-        muscles.CopyInformation(labels)
-        sitk.WriteImage(muscles, str(case / "muscles.nii.gz"))
-        rows.append(f"{case.name},{case.name}/ct.nii.gz,{case.name}/muscles.nii.gz")
-    (folder / "muscles.csv").write_text("\n".join(rows) + "\n")
-    return folder / "muscles.csv"
+            array[array == structures.label_value(side, left_out)] = 0
+        partial = sitk.GetImageFromArray(array)
+        partial.CopyInformation(labels)
+        sitk.WriteImage(partial, str(case / "partial.nii.gz"))
+        rows.append(f"{case.name},{case.name}/ct.nii.gz,{case.name}/partial.nii.gz")
+    (folder / "partial.csv").write_text("\n".join(rows) + "\n")
+    return folder / "partial.csv"
+
+
+@pytest.fixture(scope="module")
+def nerveless_list(tmp_path_factory):
+    """A study list of two small phantom cases whose reference labelmaps lack both optic nerves."""
+    return _list_without(tmp_path_factory.mktemp("nerveless"), "optic_nerve")
+
+
+def test_eyes_whose_reference_lacks_the_globe_are_placed_by_detection(tmp_path):
+    """Muscles and nerves corrected without the globe: each eye is still prepared, around the globe that
+    detection finds, with every muscle and the nerve inside it, and the globe left out of the loss."""
+    eyes = prepare(studies_from_list(_list_without(tmp_path, "globe")), SPEC)
+    assert [e.side for e in eyes] == ["right", "left"] * 2
+    for eye in eyes:
+        assert eye.annotated.tolist() == [False] + [True] * 5
+        assert set(np.unique(eye.targets).tolist()) == {0, 2, 3, 4, 5, 6}
 
 
 def test_references_without_a_structure_are_prepared_with_what_they_annotate(nerveless_list, phantom_studies,

@@ -290,6 +290,11 @@ class TrainingJob:
                 + (["--restart"] if self.restart else []))
 
     @property
+    def work_dir(self) -> Path:
+        """The folder of the run's log and checkpoints: ``out_dir`` (as :attr:`AdaptJob.work_dir`)."""
+        return self.out_dir
+
+    @property
     def cache_dir(self) -> Path:
         """Where the run keeps its prepared studies (keyed by each study's files and modification times,
         so edited references are prepared again)."""

@@ -42,14 +42,21 @@ def segment_records(labels_present: set[int] | None = None) -> list[dict]:
     return records
 
 
-def write_seg_nrrd(labelmap: sitk.Image, path: str | os.PathLike, sides: tuple[str, ...] = structures.SIDES) -> Path:
+def write_seg_nrrd(labelmap: sitk.Image, path: str | os.PathLike, sides: tuple[str, ...] = structures.SIDES,
+                   only: set[tuple[str, str]] | None = None) -> Path:
     """Write a labelmap as a Slicer segmentation (one segment per side and structure), atomically.
 
     The file lies on the labelmap's grid (which is the CT's grid); segments of the given ``sides``
-    are listed even when empty, so every output has the same segment list.
+    are listed even when empty, so every output has the same segment list. With ``only`` (``(side, key)``
+    pairs) just those structures are listed, e.g. a reference that annotates some structures only; the
+    labelmap must hold no other label values.
     """
     voxels = np.ascontiguousarray(sitk.GetArrayViewFromImage(labelmap).astype(np.uint8).transpose(2, 1, 0))
-    wanted = {v for v, side, _ in structures.label_table() if side in sides}
+    wanted = {v for v, side, key in structures.label_table() if (side in sides if only is None else (side, key) in only)}
+    if only is not None:
+        stray = set(np.flatnonzero(np.bincount(voxels.ravel(), minlength=1)).tolist()) - wanted - {0}
+        if stray:
+            raise OrbitSegError(f"{path}: label values {sorted(stray)} have no segment among the structures to write")
     segmentation = {
         "voxels": voxels,
         "ijkToLPS": ijk_to_lps(labelmap),

@@ -9,6 +9,8 @@ The one owner of the folder's layout, written by the Slicer panel (*Save as trai
     SITE/<case id>/reference.seg.nrrd   the corrected segmentation (segments named as OrbitSeg names them)
     SITE/<case id>/case.json        provenance: the model that proposed it, when, and which segments
                                     the radiologist corrected
+    SITE/models/<name>.pt           a model adapted on these cases by the Training panel's Adapt (its
+                                    work folder, protocol.adapt_work_dir, beside it)
 
 A reference may hold only some structures (the ones corrected or checked): training leaves the
 others out of the loss for that case (:func:`references.annotated_structures`).
@@ -28,6 +30,7 @@ STUDIES_NAME = "studies.csv"
 CT_NAME = "ct.nrrd"
 REFERENCE_NAME = "reference.seg.nrrd"
 CASE_NAME = "case.json"
+MODELS_NAME = "models"
 STUDY_COLUMNS = ("id", "image", "reference")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -58,6 +61,12 @@ def case_dir(site: str | os.PathLike, case: str) -> Path:
     folder = Path(site) / case
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def model_path(site: str | os.PathLike, name: str) -> Path:
+    """Where a model named ``name`` adapted on ``site``'s cases is written: ``SITE/models/<name>.pt`` (a
+    folder without ``ct.*``, so ``orbitseg train --folder SITE`` passes it by)."""
+    return Path(site) / MODELS_NAME / f"{name}.pt"
 
 
 def add_case(site: str | os.PathLike, case: str, provenance: dict) -> dict:

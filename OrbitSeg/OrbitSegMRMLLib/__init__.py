@@ -13,5 +13,7 @@ Modules:
 - :mod:`.tablenodes`: result rows -> table nodes, and showing a table in the layout.
 - :mod:`.roi`: per-eye VOI boxes <-> markups ROI nodes.
 - :mod:`.trainingchart`: the training log as a table node and a live loss chart.
+- :mod:`.trainingcase`: what the model proposed, which segments were corrected, and saving a corrected
+  result as a training case in a site folder.
 - :mod:`.logic`: :class:`~.logic.SegmentationLogic`, the facade the OrbitSeg module uses.
 """

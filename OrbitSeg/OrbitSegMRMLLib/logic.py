@@ -3,7 +3,9 @@
 :class:`SegmentationLogic` is what the OrbitSeg panel calls. It never touches Qt; the panel runs the
 core in a background process (:meth:`SegmentationLogic.prepare_job` writes its inputs,
 :meth:`SegmentationLogic.load_job_results` loads its outputs), and :meth:`SegmentationLogic.segment`
-runs the same core pipeline in this process (for scripts, the Python console and tests).
+runs the same core pipeline in this process (for scripts, the Python console and tests). Both remember
+on the segmentation node what the model proposed (:func:`.trainingcase.remember_result`), so that a
+corrected result can be saved as a training case.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from OrbitSegLib.protocol import SegmentationJob
 from OrbitSegLib.tables import read_csv, volume_rows
 from OrbitSegLib.voi import VOI, suggest_voi
 
-from . import roi, segments, tablenodes
+from . import roi, segments, tablenodes, trainingcase
 from .geometry import volume_to_image
 
 
@@ -99,11 +101,14 @@ class SegmentationLogic:
         run = job.read_run()
         sides = tuple(run.get("sides") or structures.sides_for(job.side))
         rows = _typed_rows(read_csv(job.volumes_path))
-        shown = self.show_result(read_image(job.labels_path), sides, volume_node, segmentation_node, volume_table_node,
+        labelmap = read_image(job.labels_path)
+        shown = self.show_result(labelmap, sides, volume_node, segmentation_node, volume_table_node,
                                  reference_node=reference_node, comparison_table_node=comparison_table_node,
                                  closed_surface=closed_surface, rows=rows)
         shown.findings = [qa.Finding(**f) for f in run.get("qa", [])]
         shown.model_name = run.get("model", job.model)
+        trainingcase.remember_result(segmentation_node, labelmap, sides, model=shown.model_name, model_path=job.model,
+                                     model_card=run.get("model_card"))
         shown.device, shown.device_note = run.get("device", ""), run.get("device_note", "")
         shown.voi = VOI.from_dict(run["voi"]) if run.get("voi") else None
         shown.timings = run.get("timings_s", {})
@@ -169,6 +174,8 @@ class SegmentationLogic:
         shown.findings, shown.model_name, shown.voi = result.findings, result.model_name, result.voi
         shown.device, shown.device_note = result.device, result.device_note
         shown.timings = result.timings
+        trainingcase.remember_result(segmentation_node, result.labelmap, result.sides, model=result.model_name,
+                                     model_path=str(getattr(model, "path", model)), model_card=result.model_card)
         return shown
 
 

@@ -7,6 +7,7 @@
 - :func:`segmentation_node_to_labelmap`: any segmentation node (e.g. a manual reference) becomes an
   OrbitSeg labelmap on a volume's grid; segments are matched by name ("Right globe", "OD SR") or by
   terminology (type + laterality), others are ignored.
+- :func:`segment_mask`: one segment as a mask on a volume's grid.
 """
 from __future__ import annotations
 
@@ -146,31 +147,48 @@ def segmentation_node_to_labelmap(segmentation_node, volume_node) -> tuple[sitk.
         names = ", ".join(ignored)[:300] or "none"
         raise OrbitSegError(f"no segment of {node_name(segmentation_node)} names an OrbitSeg structure "
                             f"(e.g. 'Right globe', 'Left medial rectus'); segments: {names}")
-    ids = vtk.vtkStringArray()
     lookup = np.zeros(len(matched) + 1, dtype=np.uint8)
-    for n, (sid, side, key) in enumerate(matched):
-        ids.InsertNextValue(sid)
+    for n, (_, side, key) in enumerate(matched):
         lookup[n + 1] = structures.label_value(side, key)
+    exported, matrix = _export_on_grid(segmentation_node, [sid for sid, _, _ in matched], volume_node)
+    image = sitk.GetImageFromArray(lookup[np.clip(exported, 0, len(matched))])
+    set_image_geometry(image, matrix)
+    if not same_grid(image, volume_node):
+        raise OrbitSegError(f"{node_name(segmentation_node)} could not be put on the grid of {node_name(volume_node)}")
+    mark_annotated(image, {(side, key) for _, side, key in matched})  # a structure without a segment is not a 0
+    return image, ignored
+
+
+def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
+    """One segment's voxels on ``volume_node``'s grid as Slicer resamples them: bool ``[k, j, i]``, all of
+    them, whichever other segments overlap it."""
+    exported, matrix = _export_on_grid(segmentation_node, [segment_id], volume_node)
+    if exported.shape != volume_node.GetImageData().GetDimensions()[::-1] or \
+            not np.allclose(matrix, ijk_to_ras(volume_node), atol=1e-4):
+        raise OrbitSegError(f"{node_name(segmentation_node)} could not be put on the grid of {node_name(volume_node)}")
+    return exported > 0
+
+
+def _export_on_grid(segmentation_node, segment_ids: list[str], volume_node) -> tuple[np.ndarray, np.ndarray]:
+    """Segments exported onto a volume's grid as Slicer resamples them: ``(array, ijk_to_ras)``, ``array``
+    ``[k, j, i]`` holding ``n + 1`` where ``segment_ids[n]`` is (later segments win where they overlap)."""
+    ids = vtk.vtkStringArray()
+    for sid in segment_ids:
+        ids.InsertNextValue(sid)
     scene = segmentation_node.GetScene()
     before = _node_ids(scene)
-    carrier = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("OrbitSeg reference"))
+    carrier = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("OrbitSeg export"))
     try:
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
             segmentation_node, ids, carrier, volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
         if not ok:
             raise OrbitSegError(f"could not resample {node_name(segmentation_node)} onto {node_name(volume_node)}")
-        exported = slicer.util.arrayFromVolume(carrier)
-        image = sitk.GetImageFromArray(lookup[np.clip(exported, 0, len(matched))])
-        set_image_geometry(image, ijk_to_ras(carrier))
+        return slicer.util.arrayFromVolume(carrier).copy(), ijk_to_ras(carrier)
     finally:
         for node_id in _node_ids(scene) - before:  # the carrier and whatever the export added (e.g. a colour table)
             node = scene.GetNodeByID(node_id)
             if node is not None:
                 scene.RemoveNode(node)
-    if not same_grid(image, volume_node):
-        raise OrbitSegError(f"{node_name(segmentation_node)} could not be put on the grid of {node_name(volume_node)}")
-    mark_annotated(image, {(side, key) for _, side, key in matched})  # a structure without a segment is not a 0
-    return image, ignored
 
 
 def _node_ids(scene) -> set[str]:

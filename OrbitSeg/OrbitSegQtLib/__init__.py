@@ -9,7 +9,9 @@
   compute device (asked in a background process);
 - :mod:`.voisection`: the OrbitSeg panel's volume-of-interest controls (eye boxes, start/end slices);
 - :mod:`.modelsection`: the OrbitSeg panel's model list and card (a scene's missing model kept as "not found");
-- :mod:`.trainingrun`: the OrbitSeg Training panel's run, live log and model registration;
+- :mod:`.trainingcasesection`: the OrbitSeg panel's Save as training case (into a site folder);
+- :mod:`.trainingrun`: the OrbitSeg Training panel's runs (train, adapt), live log and model registration;
+- :mod:`.adaptsection`: the OrbitSeg Training panel's Adapt section (a model adapted to a site folder's cases);
 - :mod:`.sampledata`: the sample case in Slicer's Sample Data module;
 - :mod:`.selftests`: the modules' self-tests (run from Slicer's Reload & Test).
 

@@ -37,7 +37,7 @@ from ..imageio import axial_axis, read_image
 from ..preprocess import image_to_grid, label_fractions, labels_to_grid, model_grid
 from ..references import annotated_structures
 from ..segio import read_reference
-from ..voi import VOI, crop, voi_from_globes
+from ..voi import VOI, crop, find_globes, voi_from_globes
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,22 @@ def globe_centres(labels: sitk.Image) -> dict[str, np.ndarray]:
 
 def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | None = None,
                  jitter_mm: float = 2.0) -> VOI:
-    """A VOI around the reference's globes (jittered like detection), axially covering every label."""
+    """A VOI around the reference's globes (jittered like detection), axially covering every label.
+
+    An eye whose reference labels other structures but not its globe (a radiologist who corrected only
+    the muscles) is placed where automatic detection (:func:`voi.find_globes`) finds its globe."""
     centres = globe_centres(labels)
+    present = set(np.flatnonzero(np.bincount(sitk.GetArrayViewFromImage(labels).ravel())).tolist())
+    unplaced = {side for value, side, _ in structures.label_table() if value in present} - set(centres)
+    if unplaced:
+        try:
+            detected = find_globes(ct)
+            centres.update({side: detected[side] for side in unplaced})
+        except OrbitSegError as error:
+            log.warning("the reference labels the %s eye without its globe and detection failed (%s): "
+                        "that eye is left out", " and ".join(sorted(unplaced)), error)
     if not centres:
-        raise OrbitSegError("the reference has no globe label, so the eyes cannot be located")
+        raise OrbitSegError("the reference has no globe label and no globe was detected, so the eyes cannot be located")
     if rng is not None:
         centres = {s: c + rng.normal(0.0, jitter_mm, 3) for s, c in centres.items()}
     voi = voi_from_globes(ct, centres)
