@@ -182,7 +182,8 @@ def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | 
     if unplaced:
         try:
             detected = find_globes(ct)
-            centres.update({side: detected[side] for side in unplaced})
+            centres = {side: centres.get(side, detected[side]) for side in structures.SIDES
+                       if side in centres or side in unplaced}
         except OrbitSegError as error:
             log.warning("the reference labels the %s eye without its globe and detection failed (%s): "
                         "that eye is left out", " and ".join(sorted(unplaced)), error)
