@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ def test_adapt_holds_back_an_eye_and_reports_it_before_and_after(site_list, star
     assert f"Model saved: {out} (adapted on 4 studies)" in printed
     assert "Held-back eye phantom_23_0003 OS: mean Dice" in printed and "before" in printed and "after" in printed
     assert "superior rectus" in printed
+    before, after = (float(v) for v in re.search(r"mean Dice ([\d.]+) before, ([\d.]+) after", printed).groups())
+    advice = "made the held-back eye worse" if after < before else "compare it with the starting model"
+    assert advice in printed
     model, card = models.load_checkpoint(out)
     start_card = models.read_card(start_model)
     assert card.spacing == start_card.spacing and card.window == start_card.window

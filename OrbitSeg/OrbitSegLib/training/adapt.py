@@ -71,6 +71,9 @@ class AdaptResult:
                              f"{self.after_per_structure[s.key]:.3f}")
         if self.after < self.before:
             lines.append("Adapting made the held-back eye worse: keep using the starting model, or correct more studies.")
+        else:
+            lines.append("One eye is a small check: before relying on the adapted model, compare it with the starting "
+                         "model on a few studies neither has seen (orbitseg evaluate).")
         return "\n".join(lines)
 
 
