@@ -310,6 +310,14 @@ class TrainingJob:
         return self.out_dir / f"{self.name}.pt"
 
 
+def adapted_model_path(model_path: str | os.PathLike) -> Path:
+    """``orbitseg adapt``'s ``--out`` as a path, checked: it must name a ``.pt`` file."""
+    model_path = Path(model_path)
+    if model_path.suffix != ".pt":
+        raise OrbitSegError(f"the adapted model must be a .pt file, got {model_path}")
+    return model_path
+
+
 def adapt_work_dir(model_path: str | os.PathLike) -> Path:
     """Where ``orbitseg adapt --out MODEL.pt`` keeps its work beside the model: ``MODEL-adapt/`` with the
     checkpoints, :data:`TRAINING_LOG_NAME` and the prepared cases; rerunning the same command resumes there."""
@@ -331,9 +339,7 @@ class AdaptJob:
     def __post_init__(self):
         from .model_store import check_model_name
 
-        if Path(self.model_path).suffix != ".pt":
-            raise OrbitSegError(f"the adapted model must be a .pt file, got {self.model_path}")
-        check_model_name(Path(self.model_path).stem)
+        check_model_name(adapted_model_path(self.model_path).stem)
 
     def arguments(self) -> list[str]:
         return ["adapt", str(self.site), "--out", str(self.model_path), "--init", self.init,

@@ -15,7 +15,6 @@ chosen and what they give: docs/training.md, "Adapting to a site"):
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ from .. import site_cases, structures
 from ..errors import OrbitSegError
 from ..model_store import resolve_model
 from ..models import read_card
-from ..protocol import adapt_work_dir
+from ..imageio import atomic_path
+from ..protocol import adapt_work_dir, adapted_model_path
 from .data import studies_from_list
 from .loop import ProgressFn, TrainConfig, train
-
-log = logging.getLogger(__name__)
 
 EPOCHS = 8
 SAMPLES_PER_EPOCH = 64
@@ -102,9 +100,7 @@ def adapt(site: str | os.PathLike, model_path: str | os.PathLike, init: str = "s
     The work folder beside it (:func:`protocol.adapt_work_dir`) keeps the checkpoints, the training log
     and the prepared studies; running again resumes there.
     """
-    model_path = Path(model_path)
-    if model_path.suffix != ".pt":
-        raise OrbitSegError(f"--out must name a .pt file, got {model_path}")
+    model_path = adapted_model_path(model_path)
     listed = site_cases.study_list(site)
     studies = studies_from_list(listed)
     if not 1 <= len(studies) <= MAX_STUDIES:
@@ -124,9 +120,8 @@ def adapt(site: str | os.PathLike, model_path: str | os.PathLike, init: str = "s
             result = train(config, studies, data_description=description, progress=progress, cancel=cancel)
         else:
             raise
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result.model_path, model_path.with_suffix(".tmp"))
-    model_path.with_suffix(".tmp").replace(model_path)
+    with atomic_path(model_path) as tmp:
+        shutil.copyfile(result.model_path, tmp)
     m = result.metrics
     return AdaptResult(model_path, len(studies), config.holdout_eye,
                        m.get("start_val_dice"), m.get("val_dice"),
