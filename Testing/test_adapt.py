@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from OrbitSegLib import models, site_cases
+import numpy as np
+import SimpleITK as sitk
+
+from OrbitSegLib import models, site_cases, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, write_image
 from OrbitSegLib.phantom import write_dataset
+from OrbitSegLib.segio import read_reference, write_seg_nrrd
 from OrbitSegLib.protocol import ERROR_PREFIX, TRAINING_LOG_NAME, adapt_work_dir
 from OrbitSegLib.training import TrainConfig, studies_from_list, train
 from OrbitSegLib.training import adapt as adapt_module
@@ -95,6 +99,36 @@ def test_adapt_on_a_site_folder_with_too_few_studies_to_hold_one_back(site_list,
     assert "val_dice" not in card.metrics and [r["epoch"] for r in _log(out)] == ["1", "2", "3"]
 
 
+def test_adapt_holds_back_the_right_eye_when_the_last_study_has_no_left(site_list, start_model, tmp_path, capsys):
+    """A last study whose reference labels only the right eye: that eye is held back, the others train."""
+    rows = list(csv.DictReader(open(site_list, encoding="utf-8")))
+    last = rows[-1]
+    reference = read_reference(site_list.parent / last["reference"])
+    labels = sitk.GetArrayFromImage(reference)
+    labels[np.isin(labels, [structures.label_value("left", s.key) for s in structures.STRUCTURES])] = 0
+    right_only = sitk.GetImageFromArray(labels)
+    right_only.CopyInformation(reference)
+    write_seg_nrrd(right_only, tmp_path / "right_only.seg.nrrd", sides=("right",))
+    listed = tmp_path / "studies.csv"
+    with open(listed, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "image", "reference"])
+        writer.writeheader()
+        for row in rows:
+            ref = tmp_path / "right_only.seg.nrrd" if row is last else site_list.parent / row["reference"]
+            writer.writerow({"id": row["id"], "image": site_list.parent / row["image"], "reference": ref})
+    result = adapt_module.adapt(listed, tmp_path / "right.pt", init=str(start_model), device="cpu")
+    assert result.holdout_eye == (last["id"], "right")
+    assert f"Held-back eye {last['id']} OD: mean Dice" in result.summary()
+    _, card = models.load_checkpoint(result.model_path)
+    assert 0.0 <= card.metrics["start_val_dice"] <= 1.0 and "val_dice" in card.metrics
+    # the eye is named by the run, not guessed: a list with no such eye at all is refused with its names
+    config = adapt_module.adapt_config(str(start_model), tmp_path / "none.pt", 4, "site",
+                                       holdout_eyes=(("no-such-study", "left"),), device="cpu")
+    with pytest.raises(OrbitSegError, match="none of the eyes to hold back"):
+        train(config, studies_from_list(listed))
+    capsys.readouterr()
+
+
 def test_adapt_refuses_what_it_cannot_use(site_list, start_model, tmp_path, capsys):
     cases = [
         (["adapt", str(site_list), "--out", str(tmp_path / "model.pth"), "--init", str(start_model)], "a .pt file"),
@@ -115,11 +149,11 @@ def test_patience_stops_a_fold_that_no_longer_improves(site_list, start_model, t
     config = TrainConfig(out_dir=str(tmp_path / "run"), architecture="sv-net", init=str(start_model),
                          spacing=(1.0, 1.0, 2.0), input_size=(48, 64, 16), folds=1, epochs=5, batch_size=2,
                          samples_per_epoch=2, lr=1e-3, device="cpu", name="patient",
-                         holdout_eye=("phantom_23_0001", "right"), patience=1)
+                         holdout_eyes=(("phantom_23_0001", "right"),), patience=1)
     result = train(config, studies_from_list(site_list))
     with open(tmp_path / "run" / TRAINING_LOG_NAME, encoding="utf-8") as handle:
         epochs = [r["epoch"] for r in csv.DictReader(handle)]
     assert epochs == ["0", "1", "2"]
     assert result.metrics["epoch"] == 1 and "start_val_dice" in result.metrics
     with pytest.raises(OrbitSegError, match="replaces the folds"):
-        train(TrainConfig(out_dir=str(tmp_path / "x"), folds=3, holdout_eye=("a", "right")), [])
+        train(TrainConfig(out_dir=str(tmp_path / "x"), folds=3, holdout_eyes=(("a", "right"),)), [])

@@ -8,7 +8,8 @@ chosen and what they give: docs/training.md, "Adapting to a site"):
 - a fixed budget of :data:`SAMPLES_PER_EPOCH` patches for :data:`EPOCHS` epochs whatever the number of
   studies, so the run takes about the same time for 2 studies as for 20;
 - :data:`LEARNING_RATE` with a cosine decay, Dice + cross-entropy loss, the usual augmentation;
-- with :data:`HOLDOUT_FROM` studies or more, one eye of the last study is held back: each epoch is
+- with :data:`HOLDOUT_FROM` studies or more, one eye of the last study is held back (its left, or its
+  right where it has no left eye): each epoch is
   measured on it, the best epoch is kept, the run stops after :data:`PATIENCE` epochs without a
   better one, and the agreement on that eye before and after adapting is reported. With fewer
   studies every eye trains and the last epoch is kept.
@@ -76,7 +77,7 @@ class AdaptResult:
 
 
 def adapt_config(init: str, model_path: str | os.PathLike, studies: int, site_name: str, *,
-                 holdout_eye: tuple[str, str] | None, device: str = "auto", workers: int = 1) -> TrainConfig:
+                 holdout_eyes: tuple[tuple[str, str], ...], device: str = "auto", workers: int = 1) -> TrainConfig:
     """The training run ``adapt`` makes of ``init`` (a model name or ``.pt`` path) for ``studies`` studies."""
     card = read_card(resolve_model(init))
     if card.members > 1:
@@ -87,7 +88,7 @@ def adapt_config(init: str, model_path: str | os.PathLike, studies: int, site_na
         spacing=tuple(card.spacing), window=tuple(card.window), input_size=tuple(card.input_size),
         fixed_inplane_size=card.fixed_inplane_size, folds=1, epochs=EPOCHS, samples_per_epoch=SAMPLES_PER_EPOCH,
         lr=LEARNING_RATE[card.architecture], lr_schedule="cosine", loss=LOSS, device=device,
-        holdout_eye=holdout_eye, patience=PATIENCE if holdout_eye else None,
+        holdout_eyes=holdout_eyes, patience=PATIENCE if holdout_eyes else None,
         cache_dir=str(adapt_work_dir(model_path) / "prepared"), prepare_workers=workers,
         description=f"{card.description or card.architecture}, adapted to {site_name} ({studies} corrected studies)")
 
@@ -106,23 +107,17 @@ def adapt(site: str | os.PathLike, model_path: str | os.PathLike, init: str = "s
     if not 1 <= len(studies) <= MAX_STUDIES:
         raise OrbitSegError(f"adapt takes 1 to {MAX_STUDIES} corrected studies, {listed} has {len(studies)}; "
                             f"for more, train with orbitseg train --init")
-    holdout = (studies[-1].case_id, "left") if len(studies) >= HOLDOUT_FROM else None
+    last = studies[-1].case_id
+    holdout = ((last, "left"), (last, "right")) if len(studies) >= HOLDOUT_FROM else ()
     site_name = listed.resolve().parent.name
-    config = adapt_config(init, model_path, len(studies), site_name, holdout_eye=holdout, device=device,
+    config = adapt_config(init, model_path, len(studies), site_name, holdout_eyes=holdout, device=device,
                           workers=workers)
     ids = ", ".join(s.case_id for s in studies)
     description = f"site data {listed} ({len(studies)} corrected studies: {ids})"
-    try:
-        result = train(config, studies, data_description=description, progress=progress, cancel=cancel)
-    except OrbitSegError as error:
-        if holdout and "held-back eye" in str(error):  # the last study has no left eye: hold back its right
-            config.holdout_eye = (holdout[0], "right")
-            result = train(config, studies, data_description=description, progress=progress, cancel=cancel)
-        else:
-            raise
+    result = train(config, studies, data_description=description, progress=progress, cancel=cancel)
     with atomic_path(model_path) as tmp:
         shutil.copyfile(result.model_path, tmp)
     m = result.metrics
-    return AdaptResult(model_path, len(studies), config.holdout_eye,
+    return AdaptResult(model_path, len(studies), result.holdout_eye,
                        m.get("start_val_dice"), m.get("val_dice"),
                        m.get("start_val_dice_per_structure"), m.get("val_dice_per_structure"))

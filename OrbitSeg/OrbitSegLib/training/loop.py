@@ -67,8 +67,9 @@ class TrainConfig:
     weight those structures' terms of the loss, e.g. ``{"superior_rectus": 2}`` for a structure the
     model finds hard. ``prepare_workers`` processes prepare the studies not yet cached (the data are
     the same with any number). ``precision``: ``auto`` runs the network in mixed precision where it
-    fits (:func:`training_precision`: on a GPU), ``float32`` always in float32. ``holdout_eye`` (study id,
-    side) validates on that one eye instead of folds (``folds`` 1): every other eye trains, its fellow
+    fits (:func:`training_precision`: on a GPU), ``float32`` always in float32. ``holdout_eyes`` (study id,
+    side) pairs in order of preference: the first one among the prepared eyes validates instead of
+    folds (``folds`` 1; :attr:`TrainResult.holdout_eye` names it): every other eye trains, its fellow
     eye included; a fine-tuning run then also measures the starting model on it (epoch 0 of the log,
     ``start_val_dice`` in the metrics). ``patience`` stops a fold after that many epochs without a
     better validation score.
@@ -105,7 +106,7 @@ class TrainConfig:
     structure_weights: dict[str, float] = field(default_factory=dict)
     prepare_workers: int = 1
     precision: str = "auto"
-    holdout_eye: tuple[str, str] | None = None
+    holdout_eyes: tuple[tuple[str, str], ...] = ()
     patience: int | None = None
 
     def class_weights(self) -> list[float]:
@@ -140,11 +141,10 @@ class TrainConfig:
             raise OrbitSegError(f"structure weights must be positive, got {c.structure_weights}")
         if c.precision not in ("auto", "float32"):
             raise OrbitSegError(f"unknown precision {c.precision!r}; use auto or float32")
-        if c.holdout_eye is not None:
-            c.holdout_eye = (str(c.holdout_eye[0]), str(c.holdout_eye[1]))
-            if c.folds != 1 or c.holdout_eye[1] not in structures.SIDES:
-                raise OrbitSegError(f"a held-back eye (study, side in {structures.SIDES}) replaces the folds: "
-                                    f"folds must be 1, got {c.folds} and {c.holdout_eye}")
+        c.holdout_eyes = tuple((str(study), str(side)) for study, side in c.holdout_eyes)
+        if c.holdout_eyes and (c.folds != 1 or any(side not in structures.SIDES for _, side in c.holdout_eyes)):
+            raise OrbitSegError(f"a held-back eye (study, side in {structures.SIDES}) replaces the folds: "
+                                f"folds must be 1, got {c.folds} and {c.holdout_eyes}")
         if c.patience is not None and c.patience < 1:
             raise OrbitSegError(f"patience must be at least 1 epoch, got {c.patience}")
         if c.lr_schedule not in ("constant", "cosine"):
@@ -154,12 +154,14 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """The saved model, its validation metrics, and per-fold best scores."""
+    """The saved model, its validation metrics, per-fold best scores, and the held-back eye (study id,
+    side) that validated, if one did."""
 
     model_path: Path
     best_fold: int
     fold_scores: dict[int, float]
     metrics: dict
+    holdout_eye: tuple[str, str] | None = None
 
 
 ProgressFn = Callable[[float, str], None]
@@ -220,17 +222,19 @@ def train(config: TrainConfig, studies: list[Study], *, data_description: str = 
         final.with_suffix(".tmp").replace(final)
     if progress:
         progress(1.0, f"Saved {final}")
-    return TrainResult(final, best_fold, scores, fold_metrics[best_fold])
+    holdout = next(iter(groups[0])) if config.holdout_eyes else None
+    return TrainResult(final, best_fold, scores, fold_metrics[best_fold], holdout)
 
 
 def _validation_eyes(config: TrainConfig, eyes: list[EyeVolume]) -> list[set[tuple[str, str]]]:
-    """Each fold's validation eyes as ``(study id, side)``: the held-back eye, or the eyes of the fold's
-    studies (:func:`fold_split`)."""
+    """Each fold's validation eyes as ``(study id, side)``: the first of the held-back eyes that was
+    prepared, or the eyes of the fold's studies (:func:`fold_split`)."""
     keys = {(e.case_id, e.side) for e in eyes}
-    if config.holdout_eye is not None:
-        if config.holdout_eye not in keys:
-            raise OrbitSegError(f"the held-back eye {config.holdout_eye} is not among the prepared eyes")
-        return [{config.holdout_eye}]
+    if config.holdout_eyes:
+        prepared = [eye for eye in config.holdout_eyes if eye in keys]
+        if not prepared:
+            raise OrbitSegError(f"none of the eyes to hold back {list(config.holdout_eyes)} is among the prepared eyes")
+        return [{prepared[0]}]
     groups = fold_split([e.case_id for e in eyes], config.folds, config.data_seed)
     return [{k for k in keys if k[0] in set(group)} for group in groups]
 
