@@ -10,7 +10,7 @@ import pytest
 import numpy as np
 import SimpleITK as sitk
 
-from OrbitSegLib import models, site_cases, structures
+from OrbitSegLib import models, qa, site_cases, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, write_image
@@ -71,6 +71,9 @@ def test_adapt_holds_back_an_eye_and_reports_it_before_and_after(site_list, star
     assert "tiny start, adapted to" in card.description and "(4 corrected studies)" in card.description
     assert f"site data {site_list}" in card.training_data and "phantom_23_0000" in card.training_data
     assert "fine-tuned from tiny-start.pt" in card.training_data and "loss dice_ce" in card.training_data
+    cts = sorted(site_list.parent.glob("*/ct.nii.gz"))
+    scans = qa.AcquisitionRange.spanning(qa.spacings(read_image(p)) for p in cts)
+    assert card.acquisition_range == start_card.acquisition_range == scans  # the start was trained on this site
     assert 0.0 <= card.metrics["start_val_dice"] <= 1.0 and 0.0 <= card.metrics["val_dice"] <= 1.0
     rows = _log(out)
     assert rows[0]["epoch"] == "0" and float(rows[0]["val_dice"]) == pytest.approx(card.metrics["start_val_dice"],

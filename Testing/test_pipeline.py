@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import slicerio
 import torch
 
 from conftest import BLOB_RADIUS, BLOBS, ROTATIONS, blob_phantom, bright_model, make_image
-from OrbitSegLib import models, protocol, structures
+from OrbitSegLib import models, protocol, qa, structures
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, same_grid, write_image
@@ -174,6 +175,31 @@ def test_random_models_by_name_through_the_pipeline(model_dir, monkeypatch, name
     assert same_grid(result.labelmap, image)
     assert result.model_card["architecture"] == ("sv-net" if name == "tiny-sv" else "seq-unet")
     assert sitk.GetArrayFromImage(result.labelmap).max() <= 12
+
+
+def test_the_input_flag_uses_the_acquisition_range_on_the_models_card(model_dir, tmp_path):
+    """A 0.8 mm / 2 mm scan (written to NIfTI, so its spacings are float32 on disk) through a model whose
+    card records the scan's own spacings: no ``input`` flag; through the same weights with a card that
+    records none (the bundled models' 0.25-0.5 mm in-plane): every structure flagged ``input``."""
+    image = blob_phantom(spacing=(0.8, 0.8, 2.0))
+    ct = write_image(image, tmp_path / "ct.nii.gz")
+    network, card = models.load_checkpoint(model_dir / "tiny-sv.pt")
+    assert card.training_acquisition is None
+    site = qa.AcquisitionRange.spanning([qa.spacings(image)])
+    models.save_checkpoint(tmp_path / "site.pt", network,
+                           dataclasses.replace(card, training_acquisition=site.to_dict()))
+    runs = {name: run_segmentation(ct, tmp_path / name, model, device="cpu")
+            for name, model in (("site", tmp_path / "site.pt"), ("fallback", model_dir / "tiny-sv.pt"))}
+    assert [f for f in runs["site"].findings if f.flag == "input"] == []
+    assert [f.reason for f in runs["fallback"].findings if f.flag == "input"] == [
+        "in-plane voxels of 0.8 mm lie outside the 0.25-0.5 mm the model was trained on"]
+    for name, flagged in (("site", False), ("fallback", True)):
+        run = json.loads((tmp_path / name / "run.json").read_text(encoding="utf-8"))
+        assert run["model_card"]["training_acquisition"] == (None if flagged else
+                                                            {"inplane_mm": [0.8, 0.8], "slice_mm": [2.0, 2.0]})
+        assert any(f["flag"] == "input" for f in run["qa"]) == flagged
+        rows = list(csv.DictReader(open(tmp_path / name / "volumes.csv", encoding="utf-8")))
+        assert len(rows) == 12 and all(("input" in r["qa"].split(";")) == flagged for r in rows)
 
 
 def test_step_one_protocol_matches_overlapping_windows(model_dir):

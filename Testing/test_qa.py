@@ -6,13 +6,15 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from conftest import blob_phantom, bright_model, make_image
-from OrbitSegLib import qa, structures
+from OrbitSegLib import models, qa, structures
 from OrbitSegLib.dicomseries import RESAMPLED_KEY, TILT_KEY, regularize
 from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import read_image, write_image
 from OrbitSegLib.metrics import volumes_cm3
+from OrbitSegLib.model_store import bundled_model_dirs
 from OrbitSegLib.phantom.dicom import write_tilted_series
 from OrbitSegLib.pipeline import run_segmentation
 from OrbitSegLib.tables import read_csv, volume_rows
@@ -28,7 +30,8 @@ def ct_like(size=(80, 80, 30), spacing=(0.5, 0.5, 1.0)) -> sitk.Image:
 
 
 def test_a_plausible_ct_passes_without_findings():
-    assert qa.check_input(ct_like()) == []
+    qa.check_input(ct_like())
+    assert qa.input_findings(ct_like()) == []
 
 
 @pytest.mark.parametrize("image, words", [
@@ -49,11 +52,61 @@ def test_inputs_that_are_not_orbital_ct_are_refused_in_one_line(image, words):
 
 
 def test_usable_scans_outside_the_trained_range_are_flagged_input():
-    findings = qa.check_input(ct_like(size=(80, 80, 20), spacing=(1.0, 1.0, 4.0)))
+    scan = ct_like(size=(80, 80, 20), spacing=(1.0, 1.0, 4.0))
+    qa.check_input(scan)  # usable: segmented, not refused
+    findings = qa.input_findings(scan)
     assert [f.flag for f in findings] == ["input", "input"]
-    assert "1 mm lie outside the 0.25-0.5 mm" in findings[0].reason
+    assert "1 mm lie outside the 0.25-0.5 mm the model was trained on" in findings[0].reason
     assert "4 mm apart lie outside the 0.5-3 mm" in findings[1].reason
     assert all(f.side is None for f in findings)
+
+
+def test_the_input_flag_follows_the_range_of_the_model_in_use(tmp_path):
+    """A site's 0.8 mm / 2 mm scan is outside the bundled models' range but inside a model trained on
+    such scans; a model trained on thinner slices flags its slices; a range measured on the scan in
+    memory still holds the same scan read back from NIfTI, whose spacings are float32."""
+    scan = ct_like(size=(80, 80, 20), spacing=(0.8, 0.8, 2.0))
+    assert [f.reason for f in qa.input_findings(scan)] == [
+        "in-plane voxels of 0.8 mm lie outside the 0.25-0.5 mm the model was trained on"]
+    site = qa.AcquisitionRange.spanning([(0.75, 2.0), (0.85, 2.0)])
+    assert site == qa.AcquisitionRange(inplane=(0.75, 0.85), slice=(2.0, 2.0))
+    assert qa.input_findings(scan, site) == []
+    thin = site.hull(qa.AcquisitionRange(inplane=(0.8, 0.8), slice=(0.6, 1.25)))
+    assert thin == qa.AcquisitionRange(inplane=(0.75, 0.85), slice=(0.6, 2.0))
+    assert qa.input_findings(scan, thin) == []
+    assert [f.reason for f in qa.input_findings(scan, qa.AcquisitionRange((0.75, 0.85), (0.6, 1.25)))] == [
+        "slices 2 mm apart lie outside the 0.6-1.25 mm the model was trained on"]
+    memory = ct_like(size=(120, 120, 30), spacing=(0.3, 0.3, 0.7))
+    stored = read_image(write_image(memory, tmp_path / "ct.nii.gz"))
+    assert qa.spacings(stored) != qa.spacings(memory)  # 0.30000001 and 0.69999999 on disk
+    exact = qa.AcquisitionRange.spanning([qa.spacings(memory)])
+    assert qa.input_findings(stored, exact) == []
+    assert len(qa.input_findings(stored, qa.AcquisitionRange((0.31, 0.5), (0.71, 1.0)))) == 2
+
+
+def test_a_card_without_a_range_loads_and_uses_the_bundled_models_range(tmp_path):
+    """The bundled models and files written before cards recorded the range load, with
+    :data:`qa.TRAINED_ACQUISITION`; a recorded range round-trips; a malformed one is refused by name."""
+    bundled = models.read_card(bundled_model_dirs()[0] / "sv-net.pt")
+    assert bundled.training_acquisition is None and bundled.acquisition_range == qa.TRAINED_ACQUISITION
+    network = models.create("sv-net", widths=[2, 2, 2, 2, 2])
+    site = qa.AcquisitionRange(inplane=(0.7, 0.9), slice=(1.0, 2.5))
+    models.save_checkpoint(tmp_path / "new.pt", network, models.make_card(
+        network, window=(48, 400), spacing=(1.0, 1.0, 2.0), input_size=(32, 32, 16), acquisition=site))
+    _, card = models.load_checkpoint(tmp_path / "new.pt")
+    assert card.training_acquisition == {"inplane_mm": [0.7, 0.9], "slice_mm": [1.0, 2.5]}
+    assert card.acquisition_range == site
+    assert "trained on scans of 0.7-0.9 mm in-plane, 1-2.5 mm between slices" in card.summary()
+    data = torch.load(tmp_path / "new.pt", weights_only=True)
+    del data["card"]["training_acquisition"]  # as an older OrbitSeg wrote it
+    torch.save(data, tmp_path / "old.pt")
+    _, old = models.load_checkpoint(tmp_path / "old.pt")
+    assert old.training_acquisition is None and old.acquisition_range == qa.TRAINED_ACQUISITION
+    assert "trained on scans of 0.25-0.5 mm in-plane, 0.5-3 mm between slices" in old.summary()
+    data["card"]["training_acquisition"] = {"inplane_mm": [0.9, 0.7], "slice_mm": [1.0, 2.5]}
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(OrbitSegError, match="training_acquisition of the card: .*inplane_mm"):
+        models.read_card(tmp_path / "bad.pt")
 
 
 # --- DICOM tilt and uneven slices -------------------------------------------------------------------
@@ -84,7 +137,7 @@ def test_a_tilted_gantry_series_is_resampled_onto_a_regular_grid_and_flagged(tmp
     assert np.allclose(direction @ direction.T, np.eye(3), atol=1e-6)  # a regular (orthonormal) grid
     assert dice_on(corrected, image, ball) > 0.97  # every voxel back at its physical point
     assert dice_on(naive, image, ball) < 0.9       # what reading the series without the correction gives
-    findings = qa.check_input(corrected)
+    findings = qa.input_findings(corrected)
     assert any("gantry tilt of 20.0°" in f.reason for f in findings)
     assert qa.acquisition(corrected)["gantry_tilt_deg"] == pytest.approx(20.0, abs=0.05)
 

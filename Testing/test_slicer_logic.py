@@ -541,6 +541,7 @@ def test_model_list_cards_and_registration(tmp_path, monkeypatch):
     assert mine.origin == "user" and mine.card["architecture"] == "sv-net" and not mine.problem
     html = model_cards.card_html(mine)
     assert "constant test model" in html and "iou / globe: 0.5" in html and "sv-net" in html
+    assert "<b>Trained on scans</b></td><td>0.25-0.5 mm in-plane, 0.5-3 mm between slices (not recorded" in html
     assert model_cards.card_tooltip(mine).startswith("constant test model")
     assert "sv-net, ensemble of 2 networks (outputs averaged)" in model_cards.card_html(choices["pair"])
     assert "ensemble" not in model_cards.card_html(mine)

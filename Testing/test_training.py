@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from OrbitSegLib import models, structures
+from OrbitSegLib import models, qa, structures
 from OrbitSegLib.batch.studies import StudyListError
 from OrbitSegLib.cli import main
 from OrbitSegLib.errors import CancelledError, OrbitSegError
@@ -23,6 +23,7 @@ from OrbitSegLib.training.augment import (TensorEye, augmentation, augmented_pat
                                           sample_patch, seq_unet_batch, sv_net_batch)
 from OrbitSegLib.training.data import Study, _read_pair, prepare, studies_from_list
 from OrbitSegLib.phantom import write_dataset
+from OrbitSegLib.phantom.case import case_scene
 from OrbitSegLib.training.losses import SegmentationLoss, known_channels
 
 TINY_SV = {"widths": [4, 8, 8, 16, 16]}
@@ -36,6 +37,14 @@ SOFT_SPEC = dataclasses.replace(SPEC, soft_targets=True)
 @pytest.fixture(scope="module")
 def phantom_studies():
     return studies_from_phantom(3, seed=7, small=True)
+
+
+def scanned(case_ids) -> qa.AcquisitionRange:
+    """The span of the voxel spacings (largest in-plane, slice; mm) of ``phantom_studies``' cases
+    ``case_ids``, from the phantom's scanner grids (drawn without rendering the CT)."""
+    grids = [case_scene(7, int(case_id.rsplit("-", 1)[1]), small=True).grid for case_id in case_ids]
+    assert all(np.array_equal(g.direction, np.eye(3)) for g in grids)  # slices along z
+    return qa.AcquisitionRange.spanning((max(g.spacing[:2]), g.spacing[2]) for g in grids)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +74,8 @@ def test_cache_is_reused(phantom_studies, tmp_path):
               for s in phantom_studies[:1]]
     second = prepare(broken, SPEC, tmp_path)
     np.testing.assert_array_equal(first[0].classes, second[0].classes)
+    assert second[0].spacing_mm == first[0].spacing_mm
+    assert qa.AcquisitionRange.spanning([second[0].spacing_mm]) == scanned([phantom_studies[0].case_id])
 
 
 def test_preparing_in_two_processes_gives_the_same_eyes_in_order(phantom_studies, eyes, tmp_path, caplog):
@@ -336,8 +347,8 @@ def test_eyes_whose_reference_lacks_the_globe_are_placed_by_detection(tmp_path):
 
 def test_references_without_a_structure_are_prepared_with_what_they_annotate(nerveless_list, phantom_studies,
                                                                              tmp_path, caplog):
-    """Eyes record what their reference annotates, kept in the cache; an older cache file without it
-    is prepared again; training warns about partly annotated structures."""
+    """Eyes record what their reference annotates, kept in the cache; an older cache file without it,
+    or without the study's spacings, is prepared again; training warns about partly annotated structures."""
     eyes = prepare(studies_from_list(nerveless_list), SPEC, tmp_path / "cache")
     assert len(eyes) == 4 and all(e.annotated.tolist() == [True] * 5 + [False] for e in eyes)
     complete = prepare(phantom_studies[:1], SPEC)
@@ -356,6 +367,12 @@ def test_references_without_a_structure_are_prepared_with_what_they_annotate(ner
     np.savez(first, **older)
     prepare(counted, SPEC, tmp_path / "cache")
     assert len(loads) == 1
+    with np.load(first) as data:
+        assert {"spacing_mm_right", "spacing_mm_left"} <= set(data.files)  # rewritten in the current form
+        older = {k: data[k] for k in data.files if not k.startswith("spacing_mm")}
+    np.savez(first, **older)
+    again = prepare(counted, SPEC, tmp_path / "cache")
+    assert len(loads) == 2 and [e.spacing_mm for e in again] == [e.spacing_mm for e in eyes]
 
 
 @pytest.mark.parametrize("architecture, config, input_size, batch_size", [("sv-net", TINY_SV, (48, 64, 16), 2),
@@ -417,6 +434,10 @@ def test_train_resume_and_checkpoint_card(phantom_studies, tmp_path):
     assert card.architecture == "sv-net" and card.spacing == [1.0, 1.0, 2.0] and card.input_size == [48, 64, 16]
     assert "tiny phantom" in card.training_data and "fold 0 of 3" in card.training_data
     assert "val_dice_per_structure" in card.metrics
+    validation = fold_split([s.case_id for s in phantom_studies], 3, 1)[0]  # fold 0's (data seed 1)
+    trained = scanned(s.case_id for s in phantom_studies if s.case_id not in validation)
+    assert card.training_acquisition == trained.to_dict() and card.acquisition_range == trained
+    assert trained.slice == (2.0, 2.0) and 0.75 <= trained.inplane[0] < trained.inplane[1] <= 0.85
     assert models.read_extra(run / "fold0" / "last.pt")["epoch"] == 2
     # resume: two more epochs continue from epoch 2
     train(_config(tmp_path, epochs=4), phantom_studies)
@@ -468,14 +489,21 @@ def test_cancel_keeps_the_last_good_checkpoint(phantom_studies, tmp_path):
 
 
 def test_fine_tuning_starts_from_the_given_model(phantom_studies, tmp_path):
-    """``init``: every fold starts from that model's weights and configuration (``model_config`` is ignored)."""
-    source = train(_config(tmp_path / "a", epochs=1), phantom_studies).model_path
-    start, _ = models.load_checkpoint(source)
+    """``init``: every fold starts from that model's weights and configuration (``model_config`` is ignored),
+    and its card's acquisition range is the hull of the starting model's and the training studies'.
+    Here the start is a file whose card records no range (as older files): the bundled models' is its."""
+    trained = train(_config(tmp_path / "a", epochs=1), phantom_studies).model_path
+    start, trained_card = models.load_checkpoint(trained)
+    source = tmp_path / "older.pt"
+    models.save_checkpoint(source, start, dataclasses.replace(trained_card, training_acquisition=None))
     tuned = train(_config(tmp_path / "b", epochs=1, init=str(source), model_config={}, lr=1e-12),
                   phantom_studies).model_path
     model, card = models.load_checkpoint(tuned)
     assert card.config == start.config and card.config["widths"] == TINY_SV["widths"]
     assert f"fine-tuned from {source.name}" in card.training_data
+    studies = trained_card.acquisition_range  # the same fold's training studies
+    assert card.acquisition_range == qa.TRAINED_ACQUISITION.hull(studies)
+    assert card.acquisition_range == qa.AcquisitionRange((0.25, studies.inplane[1]), (0.5, 3.0))
     fresh_run = train(_config(tmp_path / "c", epochs=1, lr=1e-12, seed=2), phantom_studies)
     fresh, _ = models.load_checkpoint(fresh_run.model_path)
     weights = [k for k, t in start.state_dict().items() if k.endswith("conv.weight") or t.ndim == 5]
@@ -484,7 +512,7 @@ def test_fine_tuning_starts_from_the_given_model(phantom_studies, tmp_path):
         torch.testing.assert_close(model.state_dict()[key], start.state_dict()[key], atol=1e-3, rtol=0)
     assert any(not torch.allclose(fresh.state_dict()[k], start.state_dict()[k], atol=1e-3) for k in weights)
     with pytest.raises(OrbitSegError, match="it is a sv-net model"):
-        train(_config(tmp_path / "d", architecture="seq-unet", init=str(source), model_config={}), phantom_studies)
+        train(_config(tmp_path / "d", architecture="seq-unet", init=str(trained), model_config={}), phantom_studies)
     assert not (tmp_path / "d").exists()  # a refused start leaves no empty output folder behind
 
 
@@ -496,6 +524,9 @@ def test_all_folds_saved_as_an_ensemble(phantom_studies, tmp_path):
     ensemble, card = models.load_checkpoint(result.model_path)
     assert card.members == 2 and card.description == "two folds" and card.config["widths"] == TINY_SV["widths"]
     assert all(f"fold {f} of 2" in card.training_data for f in range(2))
+    folds = [models.read_card(run / f"fold{f}" / "best.pt").acquisition_range for f in range(2)]
+    assert folds[0] != folds[1] and card.acquisition_range == folds[0].hull(folds[1])
+    assert card.acquisition_range == scanned(s.case_id for s in phantom_studies)  # every study trains a fold
     x = torch.rand(1, 1, 16, 32, 32)
     with torch.no_grad():
         folds = [models.load_checkpoint(run / f"fold{f}" / "best.pt")[0](x) for f in range(2)]

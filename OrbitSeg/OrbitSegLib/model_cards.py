@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OrbitSegError
+from .qa import trained_range
 
 
 @dataclass
@@ -64,6 +65,8 @@ def card_html(choice: ModelChoice) -> str:
     spacing = " × ".join(f"{v:g}" for v in card.get("spacing", []))
     size = " × ".join(str(v) for v in card.get("input_size", []))
     window = card.get("window") or ["?", "?"]
+    recorded = card.get("training_acquisition")
+    scans = trained_range(recorded).text() + ("" if recorded else " (not recorded: the bundled models' range)")
     rows = [
         ("Architecture", card.get("architecture", "?") + (f", ensemble of {card['members']} networks (outputs averaged)"
                                                           if card.get("members", 1) > 1 else "")),
@@ -73,6 +76,7 @@ def card_html(choice: ModelChoice) -> str:
         ("Model grid", f"{spacing} mm, patch {size} voxels"),
         ("CT window", f"level {window[0]} HU, width {window[1]} HU"),
         ("Training data", card.get("training_data") or "—"),
+        ("Trained on scans", scans),
         ("Created", card.get("created") or "?"),
         ("Software", ", ".join(f"{k} {v}" for k, v in (card.get("software") or {}).items() if v)),
         ("Checksum", (card.get("checksum") or "")[:16]),

@@ -12,7 +12,9 @@ out); :func:`run_segmentation` adds reading the CT (and reference) and writing t
 - ``DIR/run.json``: model, device, scan, VOI, QA findings and timings of the run.
 
 Every input is checked (:func:`qa.check_input`) and the orbits found before any model work, so a
-refused input costs no model time and prints nothing before its one-line error.
+refused input costs no model time and prints nothing before its one-line error. A scan outside the
+acquisition range of the model in use (its card's :attr:`~models.ModelCard.acquisition_range`) is
+segmented and flagged ``input`` (:func:`qa.input_findings`).
 """
 from __future__ import annotations
 
@@ -122,13 +124,14 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
     each eye is segmented on that many shifted model grids and the scores averaged on the CT grid.
     With ``reference`` (a labelmap on the CT's grid or a crop of it, placed by
     :func:`references.reference_on_grid`) the rows carry overlap metrics. ``cancel`` is
-    polled between steps and raises :class:`CancelledError`.
+    polled between steps and raises :class:`CancelledError`. The scan-level ``input`` findings are
+    measured against the acquisition range of ``model``'s card.
     """
     stages = _Stages(progress, cancel)
     sides = structures.sides_for(side)
     # refusals first, silently: nothing is printed before their one line
     with stages.stage("check input", 0.0, None):
-        scan_findings = qa.check_input(image)
+        qa.check_input(image)
     with stages.stage("find orbits", 0.0, None):
         if voi is None:
             voi = suggest_voi(image)
@@ -137,6 +140,7 @@ def segment_image(image: sitk.Image, model: LoadedModel | str | os.PathLike = DE
         with stages.stage("load model", 0.0, None):  # silent too: a bad model or option is a refusal
             model = load_model(resolve_model(model), select_device(device), options)
     card = model.card
+    scan_findings = qa.input_findings(image, card.acquisition_range)
     offsets = grid_offsets(model.predictor.options.grid_shifts)
     full = np.zeros(image.GetSize()[::-1], dtype=np.uint8)
     doubt = np.zeros_like(full)

@@ -12,8 +12,9 @@ Flags (``volumes.csv`` column ``qa``, codes separated by ``;``; ``run.json`` ``q
 - ``outside-normal``: a clinical finding. The volume lies outside the adult normal range
   (:data:`NORMAL_RANGES_CM3`, with sources); enlarged muscles in TAO are what OrbitSeg measures.
 - ``uncertain``: the model disagrees with itself about the structure (:func:`uncertainty_scores`).
-- ``input``: the scan is outside the acquisition range the models were trained for
-  (:data:`TRAINED_ACQUISITION`), or was resampled to correct its geometry.
+- ``input``: the scan is outside the acquisition range the model in use was trained on (its card's
+  :attr:`~OrbitSegLib.models.ModelCard.training_acquisition`, else :data:`TRAINED_ACQUISITION`), or
+  was resampled to correct its geometry (:func:`input_findings`).
 
 Input guards (:func:`check_input`) run before any model work and raise :class:`OrbitSegError` for an
 image that no model can segment: values that are not Hounsfield units, voxels too coarse to resolve a
@@ -21,7 +22,7 @@ rectus muscle, or a field of view that cannot hold an orbit.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -95,17 +96,64 @@ chosen on 16 phantom selection cases (seed 1357, 192 structures: 99th percentile
 so the bundled SV-Net is rarely this unsure in the world it was trained on (docs/qa.md)."""
 
 
+SPACING_TOLERANCE = 1e-4
+"""Relative margin by which a spacing may pass a range's bounds and still lie inside it: the same scan
+read from NIfTI (float32 spacings), NRRD or DICOM (decimal strings) differs in the last digits."""
+
+
 @dataclass(frozen=True)
 class AcquisitionRange:
-    """Voxel spacings (mm) of a scan: ``inplane`` and ``slice`` (low, high)."""
+    """Voxel spacings (mm) of scans, as :func:`spacings` measures them: ``inplane`` (the largest in-plane
+    spacing) and ``slice`` (the spacing between slices), each (low, high)."""
 
     inplane: tuple[float, float]
     slice: tuple[float, float]
 
+    @classmethod
+    def spanning(cls, pairs: Iterable[tuple[float, float]]) -> AcquisitionRange:
+        """The smallest range holding every (in-plane, slice) pair of ``pairs`` (mm, as :func:`spacings`
+        gives them); ``ValueError`` when there is none."""
+        pairs = [(float(inplane), float(slice_mm)) for inplane, slice_mm in pairs]
+        if not pairs:
+            raise ValueError("an acquisition range needs the spacings of at least one scan")
+        inplane, slice_mm = zip(*pairs)
+        return cls((min(inplane), max(inplane)), (min(slice_mm), max(slice_mm)))
+
+    def hull(self, other: AcquisitionRange) -> AcquisitionRange:
+        """The smallest range holding this one and ``other``."""
+        return AcquisitionRange((min(self.inplane[0], other.inplane[0]), max(self.inplane[1], other.inplane[1])),
+                                (min(self.slice[0], other.slice[0]), max(self.slice[1], other.slice[1])))
+
+    def text(self) -> str:
+        """E.g. ``"0.25-0.5 mm in-plane, 0.5-3 mm between slices"``."""
+        return (f"{self.inplane[0]:.3g}-{self.inplane[1]:.3g} mm in-plane, "
+                f"{self.slice[0]:.3g}-{self.slice[1]:.3g} mm between slices")
+
+    def to_dict(self) -> dict:
+        """The form a model card stores: ``{"inplane_mm": [low, high], "slice_mm": [low, high]}``."""
+        return {"inplane_mm": list(self.inplane), "slice_mm": list(self.slice)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AcquisitionRange:
+        """Inverse of :meth:`to_dict`; ``ValueError`` unless both are two positive mm values, low ≤ high."""
+        if not isinstance(data, dict) or set(data) != {"inplane_mm", "slice_mm"}:
+            raise ValueError(f"acquisition range {data!r} is not "
+                             "{'inplane_mm': [low, high], 'slice_mm': [low, high]}")
+        bounds = []
+        for key in ("inplane_mm", "slice_mm"):
+            value = data[key]
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                    or not 0 < value[0] <= value[1]):
+                raise ValueError(f"acquisition range {key} {value!r} is not [low, high] in mm with 0 < low <= high")
+            bounds.append((float(value[0]), float(value[1])))
+        return cls(*bounds)
+
 
 TRAINED_ACQUISITION = AcquisitionRange(inplane=(0.25, 0.5), slice=(0.5, 3.0))
-"""What the bundled models were trained on: the phantom's scanner protocols (docs/phantom.md). Scans
-outside it are segmented and flagged ``input``."""
+"""What the bundled models were trained on: the phantom's scanner protocols (docs/phantom.md); the range
+of every model whose card does not record its own (:func:`trained_range`). Scans outside the range of
+the model in use are segmented and flagged ``input``."""
 USABLE_ACQUISITION = AcquisitionRange(inplane=(0.1, 2.0), slice=(0.1, 6.0))
 """Outside this no model can resolve a 3-5 mm rectus muscle: such scans are refused."""
 FIELD_OF_VIEW_MM = (30.0, 600.0)
@@ -137,20 +185,28 @@ def spacings(image: sitk.Image) -> tuple[float, float]:
     return max(s for n, s in enumerate(spacing) if n != axis), spacing[axis]
 
 
-def check_input(image: sitk.Image, source: str = "the CT") -> list[Finding]:
-    """Refuse (:class:`OrbitSegError`, one line) an image that cannot be an orbital CT in HU, and return
-    the scan-level ``input`` findings of a usable one (outside the trained range, resampled geometry)."""
+def trained_range(recorded: dict | None) -> AcquisitionRange:
+    """The acquisition range a model was trained on, from its card's ``training_acquisition``
+    (:meth:`AcquisitionRange.to_dict` form); :data:`TRAINED_ACQUISITION` for a card that records none
+    (the bundled models, and models written before cards recorded it)."""
+    return TRAINED_ACQUISITION if recorded is None else AcquisitionRange.from_dict(recorded)
+
+
+def check_input(image: sitk.Image, source: str = "the CT") -> None:
+    """Refuse (:class:`OrbitSegError`, one line) an image that no model can segment as an orbital CT in HU.
+
+    Model-independent, so it runs before any model is loaded; what the model in use was not trained on
+    is flagged afterwards (:func:`input_findings`)."""
     if min(image.GetSize()) < 4:
         raise OrbitSegError(f"{source}: size {image.GetSize()} has fewer than 4 voxels along an axis; OrbitSeg needs "
                             "a CT volume covering the orbits")
     inplane, slice_mm = spacings(image)
-    usable, trained = USABLE_ACQUISITION, TRAINED_ACQUISITION
+    usable = USABLE_ACQUISITION
     if not (usable.inplane[0] <= inplane <= usable.inplane[1] and usable.slice[0] <= slice_mm <= usable.slice[1]):
         raise OrbitSegError(
             f"{source}: voxels of {inplane:.3g} mm in-plane and {slice_mm:.3g} mm between slices cannot resolve the "
             f"3-5 mm rectus muscles; OrbitSeg needs {usable.inplane[0]:g}-{usable.inplane[1]:g} mm in-plane and "
-            f"{usable.slice[0]:g}-{usable.slice[1]:g} mm slices (trained on {trained.inplane[0]:g}-"
-            f"{trained.inplane[1]:g} mm and {trained.slice[0]:g}-{trained.slice[1]:g} mm)")
+            f"{usable.slice[0]:g}-{usable.slice[1]:g} mm slices")
     extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
     axis = axial_axis(image)
     planar = [float(e) for n, e in enumerate(extent) if n != axis]
@@ -171,13 +227,25 @@ def check_input(image: sitk.Image, source: str = "the CT") -> list[Finding]:
         raise OrbitSegError(
             f"{source}: only {soft * 100:.2g} % of the voxels lie between {SOFT_TISSUE_HU[0]:g} and "
             f"{SOFT_TISSUE_HU[1]:g} HU (fat, muscle, globe); this is not a CT of the orbits in Hounsfield units")
+
+
+def _inside(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] * (1 - SPACING_TOLERANCE) <= value <= bounds[1] * (1 + SPACING_TOLERANCE)
+
+
+def input_findings(image: sitk.Image, trained: AcquisitionRange = TRAINED_ACQUISITION) -> list[Finding]:
+    """The scan-level ``input`` findings of a usable image (:func:`check_input`): in-plane or slice
+    spacing (:func:`spacings`) outside ``trained``, the range the model in use was trained on (its
+    card's, :func:`trained_range`), within :data:`SPACING_TOLERANCE`; and a DICOM series resampled to
+    correct its geometry."""
+    inplane, slice_mm = spacings(image)
     findings = []
-    if not (trained.inplane[0] <= inplane <= trained.inplane[1]):
-        findings.append(Finding("input", f"in-plane voxels of {inplane:.3g} mm lie outside the {trained.inplane[0]:g}-"
-                                         f"{trained.inplane[1]:g} mm the models were trained on"))
-    if not (trained.slice[0] <= slice_mm <= trained.slice[1]):
-        findings.append(Finding("input", f"slices {slice_mm:.3g} mm apart lie outside the {trained.slice[0]:g}-"
-                                         f"{trained.slice[1]:g} mm the models were trained on"))
+    if not _inside(inplane, trained.inplane):
+        findings.append(Finding("input", f"in-plane voxels of {inplane:.3g} mm lie outside the {trained.inplane[0]:.3g}"
+                                         f"-{trained.inplane[1]:.3g} mm the model was trained on"))
+    if not _inside(slice_mm, trained.slice):
+        findings.append(Finding("input", f"slices {slice_mm:.3g} mm apart lie outside the {trained.slice[0]:.3g}-"
+                                         f"{trained.slice[1]:.3g} mm the model was trained on"))
     if image.HasMetaDataKey(RESAMPLED_KEY):
         findings.append(Finding("input", f"the DICOM series was {image.GetMetaData(RESAMPLED_KEY)}"))
     return findings

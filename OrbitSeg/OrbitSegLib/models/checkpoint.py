@@ -30,6 +30,7 @@ from OrbitSegLib.errors import OrbitSegError
 from OrbitSegLib.imageio import atomic_path
 from OrbitSegLib.models.ensemble import Ensemble, member_count, members_of
 from OrbitSegLib.models.registry import NAMES, create, model_class, preset_config
+from OrbitSegLib.qa import AcquisitionRange, trained_range
 from OrbitSegLib.structures import STRUCTURE_KEYS
 
 FORMAT = "orbitseg-checkpoint"
@@ -63,6 +64,13 @@ class ModelCard:
         members: how many networks of this configuration the checkpoint holds; more than one is an
             :class:`~OrbitSegLib.models.ensemble.Ensemble` whose sigmoid outputs are averaged.
         training_data: free-text description of the training data and run.
+        training_acquisition: the voxel spacings of the scans the weights were trained on,
+            ``{"inplane_mm": [low, high], "slice_mm": [low, high]}`` (mm; in-plane is each scan's
+            largest in-plane spacing, :func:`OrbitSegLib.qa.spacings`), or ``None`` where not recorded
+            (the bundled models, older files): :attr:`acquisition_range` is then
+            :data:`OrbitSegLib.qa.TRAINED_ACQUISITION`. Training writes the span of the studies a fold
+            trains on, widened to the starting model's range when fine-tuning; an ensemble or weight
+            average records the span of its sources'. Scans outside it are flagged ``input``.
         metrics: held-out metrics, e.g. ``{"iou": {"globe": 0.93, ...}}``.
         description: one line shown in model lists.
         software: package versions that wrote the file (filled by :func:`save_checkpoint`).
@@ -81,6 +89,7 @@ class ModelCard:
     fixed_inplane_size: bool = False
     members: int = 1
     training_data: str = ""
+    training_acquisition: dict | None = None
     metrics: dict = field(default_factory=dict)
     description: str = ""
     software: dict = field(default_factory=dict)
@@ -104,6 +113,12 @@ class ModelCard:
         return (int(self.input_size[0]), int(self.input_size[1])) if self.fixed_inplane_size else None
 
     @property
+    def acquisition_range(self) -> AcquisitionRange:
+        """The acquisition range the weights were trained on (:func:`OrbitSegLib.qa.trained_range`: the
+        recorded one, or the bundled models' for a card that records none)."""
+        return trained_range(self.training_acquisition)
+
+    @property
     def size_multiple(self) -> int:
         """What the model grid's sizes must be multiples of for this architecture and configuration."""
         return model_class(self.architecture).size_multiple_for(self.config)
@@ -113,15 +128,15 @@ class ModelCard:
         return f"{self.description or self.architecture}, created {self.created[:10]}"
 
     def summary(self) -> str:
-        """One line for model lists: description, grid, window, date, top-level scalar metrics and the
-        held-out headline (recorded by ``orbitseg evaluate --record``)."""
+        """One line for model lists: description, grid, window, date, the acquisition range of the training
+        scans, top-level scalar metrics and the held-out headline (recorded by ``orbitseg evaluate --record``)."""
         spacing = "×".join(f"{v:g}" for v in self.spacing)
         size = "×".join(str(v) for v in self.input_size)
         scalars = ", ".join(f"{k} {v:.3g}" for k, v in self.metrics.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool))
         parts = [self.description or self.architecture] + ([f"ensemble of {self.members}"] if self.members > 1 else [])
-        parts += [f"{spacing} mm grid, patch {size}",
-                 f"window {self.window[0]:g}/{self.window[1]:g} HU", f"created {self.created[:10] or '?'}"]
+        parts += [f"{spacing} mm grid, patch {size}", f"window {self.window[0]:g}/{self.window[1]:g} HU",
+                  f"created {self.created[:10] or '?'}", f"trained on scans of {self.acquisition_range.text()}"]
         held_out = self.metrics.get("held_out")
         if isinstance(held_out, dict) and "tao_mean_iou" in held_out:
             def number(key: str) -> str:  # None where the evaluation had nothing to measure it on
@@ -163,15 +178,20 @@ def software_versions() -> dict:
 
 
 def make_card(model: nn.Module, *, window, spacing, input_size, fixed_inplane_size: bool = False,
-              training_data: str = "", metrics: dict | None = None, description: str = "") -> ModelCard:
+              training_data: str = "", acquisition: AcquisitionRange | None = None, metrics: dict | None = None,
+              description: str = "") -> ModelCard:
     """A card for a registry model: architecture, configuration, head and labels come from the model.
 
-    ``window``: (level, width) HU; ``spacing``: (x, y, z) mm; ``input_size``: training patch (x, y, z) voxels.
+    ``window``: (level, width) HU; ``spacing``: (x, y, z) mm; ``input_size``: training patch (x, y, z) voxels;
+    ``acquisition``: the spacings of the training scans (``None``: not recorded, see
+    :attr:`ModelCard.training_acquisition`).
     """
     card = ModelCard(architecture=model.name, config=model.config, labels=list(HEAD_LABELS[model.head]),
                      head=model.head, window=list(window), spacing=list(spacing), input_size=list(input_size),
                      fixed_inplane_size=bool(fixed_inplane_size), members=member_count(model),
-                     training_data=training_data, metrics=metrics or {}, description=description,
+                     training_data=training_data,
+                     training_acquisition=acquisition.to_dict() if acquisition is not None else None,
+                     metrics=metrics or {}, description=description,
                      software=software_versions(),
                      created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return ModelCard.from_dict(card.to_dict())
@@ -213,6 +233,11 @@ def check_card(card: ModelCard, source: str) -> None:
         _check_grid_fields(card, source)
     except TypeError:
         raise OrbitSegError(f"{source}: window, spacing or input_size of the card are not numbers") from None
+    if card.training_acquisition is not None:
+        try:
+            AcquisitionRange.from_dict(card.training_acquisition)
+        except ValueError as exc:
+            raise OrbitSegError(f"{source}: training_acquisition of the card: {exc}") from None
 
 
 def _check_grid_fields(card: ModelCard, source: str) -> None:
@@ -385,14 +410,18 @@ def _compatible(sources) -> list[tuple[nn.Module, ModelCard, bool]]:
 
 
 def _combined_card(model: nn.Module, kind: str, sources, loaded, description: str) -> ModelCard:
-    """The card of ``model`` made from ``loaded`` sources: the first's grid, and training data
-    ``"<kind>: "`` followed by every source's name, identity and training data."""
+    """The card of ``model`` made from ``loaded`` sources: the first's grid, the span of the sources'
+    acquisition ranges, and training data ``"<kind>: "`` followed by every source's name, identity and
+    training data."""
     first = loaded[0][1]
     provenance = " | ".join(f"{p.name} ({card.identity()}): {card.training_data or 'no training data recorded'}"
                             for p, (_, card, _) in zip(sources, loaded))
+    acquisition = first.acquisition_range
+    for _, card, _ in loaded[1:]:
+        acquisition = acquisition.hull(card.acquisition_range)
     return make_card(model, window=first.window, spacing=first.spacing, input_size=first.input_size,
                      fixed_inplane_size=first.fixed_inplane_size, description=description,
-                     training_data=f"{kind}: {provenance}")
+                     training_data=f"{kind}: {provenance}", acquisition=acquisition)
 
 
 def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
@@ -400,9 +429,10 @@ def save_ensemble(path, sources, *, description: str = "") -> ModelCard:
 
     An ensemble among the sources contributes all its members. The sources must agree in
     :data:`ENSEMBLE_FIELDS` (one network configuration on one model grid). The new card names every
-    source and its training data; held-out metrics are not carried over, since they describe the
-    single models (``orbitseg evaluate --record`` measures the ensemble's own). Weights are stored as
-    float16 when every source stores them so.
+    source and its training data and records the span of their acquisition ranges (each source's, or
+    the bundled models' where its card records none); held-out metrics are not carried over, since
+    they describe the single models (``orbitseg evaluate --record`` measures the ensemble's own).
+    Weights are stored as float16 when every source stores them so.
     """
     sources = [Path(p) for p in sources]
     loaded = _compatible(sources)

@@ -10,9 +10,13 @@ range widened to cover every labelled voxel.
 A reference need not annotate every structure (:func:`references.annotated_structures`): each eye records
 which it annotates, and the loss leaves the others out for that eye rather than teach them as background.
 
+Each eye also records its study's voxel spacings (:func:`qa.spacings`), from which training writes the
+acquisition range into the model card.
+
 Prepared eyes are cached as ``.npz`` files (image float16, classes uint8, fractions uint8 in 1/255,
-annotated structures), keyed by the study and the grid, so a second run starts at once. Studies not
-in the cache can be prepared in several processes; the eyes are the same as with one.
+annotated structures, the study's spacings), keyed by the study and the grid, so a second run starts
+at once. Studies not in the cache can be prepared in several processes; the eyes are the same as
+with one.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .. import structures
+from .. import qa, structures
 from ..errors import OrbitSegError
 from ..imageio import axial_axis, read_image
 from ..preprocess import image_to_grid, label_fractions, labels_to_grid, model_grid
@@ -64,14 +68,17 @@ class GridSpec:
 @dataclass
 class EyeVolume:
     """One eye on the model grid: ``image`` float16 ``[z, y, x]`` in 0..1, ``classes`` uint8 ``[z, y, x]``,
-    optionally ``fractions`` uint8 ``[S, z, y, x]``: each structure's partial-volume fraction in
-    1/255 (S = 6 structures in label order), and ``annotated`` bool ``[S]``: the structures its
-    reference annotates (the others are 0 in ``classes`` and ``fractions`` without being background)."""
+    ``spacing_mm``: its study's CT voxel spacings (largest in-plane, between slices) in mm as
+    :func:`qa.spacings` measures them, optionally ``fractions`` uint8 ``[S, z, y, x]``: each
+    structure's partial-volume fraction in 1/255 (S = 6 structures in label order), and ``annotated``
+    bool ``[S]``: the structures its reference annotates (the others are 0 in ``classes`` and
+    ``fractions`` without being background)."""
 
     image: np.ndarray
     classes: np.ndarray
     case_id: str
     side: str
+    spacing_mm: tuple[float, float]
     fractions: np.ndarray | None = None
     annotated: np.ndarray = field(default_factory=lambda: np.ones(len(structures.STRUCTURES), dtype=bool))
 
@@ -201,10 +208,11 @@ def training_voi(ct: sitk.Image, labels: sitk.Image, rng: np.random.Generator | 
 
 
 def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, case_id: str = "") -> list[EyeVolume]:
-    """Each labelled eye of a study on the model grid (image windowed, classes 0..6, fractions when
-    ``spec.soft_targets``, the structures the reference annotates)."""
+    """Each labelled eye of a study on the model grid (image windowed, classes 0..6, the CT's spacings,
+    fractions when ``spec.soft_targets``, the structures the reference annotates)."""
     eyes = []
     annotated = annotated_structures(labels)
+    spacing_mm = qa.spacings(ct)
     for side in voi.boxes:
         lo, hi = voi.eye_box(side)
         lo = tuple(max(0, v) for v in lo)
@@ -219,7 +227,7 @@ def eye_volumes(ct: sitk.Image, labels: sitk.Image, spec: GridSpec, voi: VOI, ca
             fractions = label_fractions(labels, grid, values)
             fractions = np.rint(fractions * 255).astype(np.uint8)
         known = np.array([(side, s.key) in annotated for s in structures.STRUCTURES])
-        eyes.append(EyeVolume(image, classes, case_id, side, fractions, known))
+        eyes.append(EyeVolume(image, classes, case_id, side, spacing_mm, fractions, known))
     return eyes
 
 
@@ -292,8 +300,8 @@ def _prepare_study(study: Study, spec: GridSpec, rng_seed: list[int],
 def _write_cached(path: Path, eyes: list[EyeVolume]) -> str | None:
     """Write one study's eyes to the cache (atomically). A failure, such as a full disk, costs only
     the cache: it gives a warning and the eyes are still used."""
-    arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in eyes
-              for kind in ("image", "classes", "fractions", "annotated") if getattr(e, kind) is not None}
+    kinds = ("image", "classes", "spacing_mm", "fractions", "annotated")
+    arrays = {f"{kind}_{e.side}": getattr(e, kind) for e in eyes for kind in kinds if getattr(e, kind) is not None}
     tmp = path.with_suffix(".tmp.npz")
     try:
         np.savez(tmp, **arrays)
@@ -305,14 +313,16 @@ def _write_cached(path: Path, eyes: list[EyeVolume]) -> str | None:
 
 
 def _read_cached(path: Path, case_id: str) -> list[EyeVolume] | None:
-    """The eyes of one cached study, or ``None`` (prepared again) for a cache file written before eyes
-    recorded their annotated structures or one that cannot be read (damaged by hand or by a disk error)."""
+    """The eyes of one cached study, or ``None`` (prepared again, and the file rewritten) for a cache file
+    written before eyes recorded their annotated structures or their study's spacings, or one that
+    cannot be read (damaged by hand or by a disk error)."""
     try:
         with np.load(path) as data:
             sides = [s for s in structures.SIDES if f"image_{s}" in data]
-            if not sides or any(f"annotated_{s}" not in data for s in sides):
+            if not sides or any(f"{kind}_{s}" not in data for s in sides for kind in ("annotated", "spacing_mm")):
                 return None
             return [EyeVolume(data[f"image_{s}"], data[f"classes_{s}"], case_id, s,
+                              tuple(float(v) for v in data[f"spacing_mm_{s}"]),
                               data[f"fractions_{s}"] if f"fractions_{s}" in data else None, data[f"annotated_{s}"])
                     for s in sides]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:

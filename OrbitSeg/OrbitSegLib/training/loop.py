@@ -9,6 +9,10 @@ Outputs in ``out_dir``:
   (all folds run), the ensemble of every fold's best model instead;
 - TensorBoard events in ``tensorboard/`` when the ``tensorboard`` package is installed.
 
+Every card records the acquisition range its weights were trained on (the span of the fold's training
+studies' spacings, widened to the starting model's range when fine-tuning), so QA flags ``input`` by
+the model's own range.
+
 Every checkpoint is written atomically, so an interruption (Ctrl-C, cancel, crash) always leaves the
 last good checkpoint; rerunning with ``resume=True`` continues from the saved epoch.
 """
@@ -37,6 +41,7 @@ from ..model_store import resolve_model
 from ..models import create, load_checkpoint, make_card, model_class, read_extra, save_checkpoint, save_ensemble
 from ..postprocess import scores_to_classes
 from ..protocol import TRAINING_LOG_NAME
+from ..qa import AcquisitionRange
 from .augment import TensorEye, augmentation, augmented_patch, fit_inplane, seq_unet_batch, sv_net_batch
 from .data import EyeVolume, GridSpec, Study, prepare
 from .losses import SegmentationLoss, known_channels
@@ -57,8 +62,9 @@ class TrainConfig:
     """Everything a training run needs besides its data. ``None`` fields take the paper's defaults.
 
     ``init`` (a model name or ``.pt`` path) starts every fold from that model's weights instead of a
-    random initialisation (fine-tuning); its architecture must be ``architecture``, and its
-    configuration replaces ``preset`` and ``model_config``. ``ensemble`` saves the average of all
+    random initialisation (fine-tuning); its architecture must be ``architecture``, its
+    configuration replaces ``preset`` and ``model_config``, and the cards' acquisition range spans its
+    range and the training studies' (:func:`_trained_acquisition`). ``ensemble`` saves the average of all
     folds' best models as ``<name>.pt`` (all folds must run, ``folds`` ≥ 2). ``soft_targets`` trains on
     partial-volume fractions of the reference on the model grid instead of its nearest labels.
     ``seed`` drives the initialisation and the patches; ``data_seed`` (default: ``seed``) the prepared
@@ -260,6 +266,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
     loss_fn = SegmentationLoss(config.loss, config.architecture, structures.NUM_CLASSES,
                                has_background=model.head != "sigmoid_nobg", class_weights=config.class_weights())
     size_yx = (config.input_size[1], config.input_size[0])
+    acquisition = _trained_acquisition(train_eyes, start)
     sequence = config.architecture == "seq-unet"
     depth = SEQ_PATCH_DEPTH if sequence else config.input_size[2]
     if start is not None and start_epoch == 0 and val_eyes:
@@ -321,7 +328,7 @@ def _train_fold(config: TrainConfig, fold: int, train_eyes: list[EyeVolume], tra
         card = make_card(model, window=config.window, spacing=config.spacing, input_size=config.input_size,
                          fixed_inplane_size=config.fixed_inplane_size,
                          training_data=_describe(data_description, train_eyes, val_eyes, config, fold,
-                                                 start.note if start else ""),
+                                                 start.note if start else ""), acquisition=acquisition,
                          metrics=best_metrics if improved else {"val_dice": val_dice, "epoch": epoch + 1},
                          description=config.description or f"{config.architecture} trained by OrbitSegTraining")
         model.eval()
@@ -370,10 +377,20 @@ def _tensor_eyes(eyes: list[EyeVolume], device) -> list[TensorEye]:
 
 
 class _Start(NamedTuple):
-    """The model a fine-tuning run starts from (loaded once per run) and the note its cards get."""
+    """The model a fine-tuning run starts from (loaded once per run), the note its cards get, and the
+    acquisition range it was trained on (its card's)."""
 
     model: torch.nn.Module
     note: str
+    acquisition: AcquisitionRange
+
+
+def _trained_acquisition(train_eyes: list[EyeVolume], start: _Start | None) -> AcquisitionRange:
+    """The acquisition range a fold's card records: the span of the spacings of the studies whose eyes
+    it trains on (validation studies only choose the epoch, so they are left out), widened to the
+    starting model's range when fine-tuning, since the model still knows what it started from."""
+    trained = AcquisitionRange.spanning(eye.spacing_mm for eye in train_eyes)
+    return trained if start is None else trained.hull(start.acquisition)
 
 
 def _load_start(config: TrainConfig) -> _Start | None:
@@ -390,7 +407,7 @@ def _load_start(config: TrainConfig) -> _Start | None:
         raise OrbitSegError(f"cannot fine-tune {config.architecture} from {path}: it is a {card.architecture} model")
     if list(card.spacing) != list(config.spacing):
         log.info("fine-tuning %s, trained on a %s mm grid, on a %s mm grid", path, card.spacing, list(config.spacing))
-    return _Start(model.train(), f"; fine-tuned from {path.name} ({card.identity()})")
+    return _Start(model.train(), f"; fine-tuned from {path.name} ({card.identity()})", card.acquisition_range)
 
 
 def _new_model(config: TrainConfig, start: _Start | None) -> torch.nn.Module:
