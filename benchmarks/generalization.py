@@ -10,7 +10,8 @@ batch mode with the references and writes its usual report there (``accuracy.md`
 ``overlap_summary.csv``, ``headline.json``). This script only gathers, per setting and structure (sides
 pooled): IoU and Dice (mean, 95% CI from ``overlap_summary.csv``), volume bias % (mean with the same
 study bootstrap, :func:`evaluation.study_bootstrap_ci`), MAE and Pearson R with its CI
-(:func:`tables.agreement_rows`), into ``OUT/generalization.json`` and ``OUT/generalization.md``.
+(:func:`tables.agreement_rows`), and per setting the TAO mean Dice and the structures not found on an
+eye (:func:`found`), into ``OUT/generalization.json`` and ``OUT/generalization.md``.
 """
 from __future__ import annotations
 
@@ -70,6 +71,23 @@ def per_structure(out: Path) -> list[dict]:
     return table
 
 
+MISSED_DICE = 0.1
+"""A structure whose Dice with the reference is below this on an eye counts as not found there (empty,
+or somewhere else)."""
+
+
+def found(out: Path) -> dict:
+    """Of one evaluated setting folder: the mean Dice over the five TAO structures (each structure's
+    mean over the eyes, then their mean) and the structure rows (eye x structure) with Dice below
+    :data:`MISSED_DICE`, as ``"study side structure"``."""
+    rows = [r for r in read_csv(out / "results" / "volumes.csv") if _number(r.get("dice")) is not None]
+    tao = [s.key for s in structures.STRUCTURES if s.key != "globe"]
+    means = [sum(_number(r["dice"]) for r in rows if r["structure"] == k) / max(1, sum(r["structure"] == k for r in rows))
+             for k in tao]
+    missed = [f"{r['id']} {r['side']} {r['structure']}" for r in rows if _number(r["dice"]) < MISSED_DICE]
+    return {"tao_mean_dice": sum(means) / len(means), "rows": len(rows), "missed": missed}
+
+
 def _f(value, digits=3) -> str:
     return "–" if value is None or value != value else f"{value:.{digits}f}"
 
@@ -83,7 +101,10 @@ def markdown(results: dict) -> str:
                   f"{_f(setting['headline']['tao_mean_iou_ci_low'])}–{_f(setting['headline']['tao_mean_iou_ci_high'])}), "
                   f"lowest structure {_f(setting['headline']['tao_min_iou'])}; generation "
                   f"{_f(setting['generation_s_per_case'], 1)} s/case, evaluation {_f(setting['evaluation_s_per_case'], 1)} "
-                  f"s/case.", "",
+                  f"s/case. TAO mean Dice (the five structures' means) {_f(setting['found']['tao_mean_dice'])}; "
+                  f"not found (Dice < {MISSED_DICE:g}): {len(setting['found']['missed'])} of "
+                  f"{setting['found']['rows']} structures" + "".join(f"; {m}" for m in setting['found']['missed'][:6]) +
+                  (" …" if len(setting['found']['missed']) > 6 else "") + ".", "",
                   "| structure | n | IoU (95% CI) | Dice (95% CI) | volume bias % (95% CI) | MAE cm³ | Pearson R (95% CI) |",
                   "|---|---|---|---|---|---|---|"]
         for r in setting["structures"]:
@@ -122,7 +143,7 @@ def main(argv=None) -> int:
         results["settings"].append({"anatomy": anatomy, "world": world, "headline": headline,
                                     "generation_s_per_case": (t1 - t0) / args.cases,
                                     "evaluation_s_per_case": (t2 - t1) / args.cases,
-                                    "structures": per_structure(folder)})
+                                    "structures": per_structure(folder), "found": found(folder)})
         print(f"{anatomy}/{world}: TAO mean IoU {_f(headline['tao_mean_iou'])}", file=sys.stderr)
     (out / "generalization.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     (out / "generalization.md").write_text(markdown(results), encoding="utf-8")
